@@ -1,0 +1,18 @@
+"""Runners, the profiler and validation against the Keras source."""
+
+from __future__ import annotations
+
+from edgekit.measure._profiler import LatencyStats, measure_latency
+from edgekit.measure._runner import Runner, open_runner, register_runner
+from edgekit.measure._validate import Agreement, accuracy, compare
+
+__all__ = [
+    "Agreement",
+    "LatencyStats",
+    "Runner",
+    "accuracy",
+    "compare",
+    "measure_latency",
+    "open_runner",
+    "register_runner",
+]

@@ -1,0 +1,126 @@
+"""Loading and saving Keras models, refusing code-carrying formats unless trusted."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+TRUST_HINT = "pass --trust-model only if you trust where the file came from"
+
+
+def load_keras_model(path: str | Path, trust: bool = False) -> Any:
+    """Load a Keras 2 model for conversion.
+
+    ``.keras`` files load in Keras safe mode (no Lambda layers, no arbitrary code) unless
+    ``trust`` is set; legacy ``.h5`` files and SavedModel folders can carry code and load only
+    with ``trust``.
+
+    Args:
+        path: a ``.keras`` file, an ``.h5`` file or a SavedModel folder.
+        trust: allow formats and layers that can run code.
+
+    Returns:
+        The ``tf_keras.Model``.
+
+    Raises:
+        ModelLoadError: missing path, not a model, or code-carrying content without ``trust``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(
+            f"model '{p}' does not exist; pass a .keras file (or omit MODEL "
+            "to use the built-in default)"
+        )
+    if p.is_dir():
+        if not (p / "saved_model.pb").is_file():
+            raise ModelLoadError(f"'{p}' is a folder but not a SavedModel (no saved_model.pb)")
+        if not trust:
+            raise ModelLoadError(
+                f"'{p}' is a SavedModel, which can run arbitrary code; {TRUST_HINT}"
+            )
+    elif p.suffix == ".h5":
+        if not trust:
+            raise ModelLoadError(f"'{p}' is a legacy .h5 model, which can carry code; {TRUST_HINT}")
+    elif p.suffix == ".keras":
+        if not zipfile.is_zipfile(p):
+            raise ModelLoadError(
+                f"'{p}' is not a Keras model: a .keras file is a zip archive, "
+                "this one is not (truncated or another format?)"
+            )
+    else:
+        raise ModelLoadError(
+            f"'{p}' is not a Keras model; expected a .keras file, an .h5 file or a SavedModel folder"
+        )
+
+    import edgekit.models  # noqa: F401  (registers edgekit's custom layers)
+    from edgekit._keras import keras
+    from edgekit.models import _families  # noqa: F401
+
+    try:
+        if p.suffix == ".keras":
+            model = keras.models.load_model(p, compile=False, safe_mode=not trust)
+        else:
+            model = keras.models.load_model(p, compile=False)
+    except Exception as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if "safe_mode" in str(err) or "Lambda" in str(err):
+            raise ModelLoadError(
+                f"'{p}' contains a Lambda layer or other code that safe mode refuses; {TRUST_HINT}"
+            ) from err
+        raise ModelLoadError(f"'{p}' could not be loaded as a Keras model: {msg}") from err
+    check_classifier(model, str(p))
+    return model
+
+
+def check_classifier(model: Any, source: str) -> None:
+    """Require one image input (H, W, C) and one (classes,) output.
+
+    Raises:
+        ModelLoadError: the model has another shape of inputs or outputs.
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ModelLoadError(
+            f"model '{source}' has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "edgekit deploys image classifiers with one input and one output"
+        )
+    in_shape = tuple(model.inputs[0].shape)
+    out_shape = tuple(model.outputs[0].shape)
+    if len(in_shape) != 4 or any(d is None for d in in_shape[1:]):
+        raise ModelLoadError(
+            f"model '{source}' input shape is {in_shape}; expected (batch, height, width, channels) "
+            "with fixed height, width and channels"
+        )
+    if len(out_shape) != 2:
+        raise ModelLoadError(
+            f"model '{source}' output shape is {out_shape}; expected (batch, classes)"
+        )
+
+
+def save_keras_model(model: Any, path: str | Path) -> Path:
+    """Save ``model`` in the ``.keras`` format through a temporary file and a rename."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        # The .keras format has no include_optimizer switch: save an uncompiled copy so the
+        # file holds the network only (Adam's slots would double or triple its size).
+        from edgekit._keras import keras
+
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        copy.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
