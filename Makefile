@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make demo   - create .venv, install edgekit, run `edgekit deploy --target cpu`
+#   make test   - create .venv, install edgekit with test tools, run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.edgekit-installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/edgekit deploy --target cpu
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgekit targets converters profiles tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cpu_deploy.py
+
+clean:
+	rm -rf $(VENV) edgekit_out .pytest_cache

@@ -1,0 +1,350 @@
+"""`edgekit` commands. Errors a user can cause print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+import edgekit
+from edgekit.cli._console import CliProgress, print_json, print_table
+from edgekit.errors import EdgekitError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(edgekit.__version__, prog_name="edgekit")
+def cli() -> None:
+    """Take a CNN from Keras to an edge accelerator and measure what it costs there."""
+
+
+@cli.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--target", "-t", required=True, help="Target name (see `edgekit targets`).")
+@click.option(
+    "--data",
+    "-d",
+    default="digits",
+    show_default=True,
+    help="digits, a folder with one sub-folder per class, or an .npz with x and y.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Output folder [default: edgekit_out/<model>-<target>].",
+)
+@click.option(
+    "--max-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Largest accuracy drop (points) an artifact may have to be selected.",
+)
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed inferences.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed inferences first.")
+@click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
+@click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
+)
+@click.option("--no-cache", is_flag=True, help="Retrain the default model even if cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def deploy(
+    model: Path | None,
+    target: str,
+    data: str,
+    out: Path | None,
+    max_drop: float,
+    runs: int,
+    warmup: int,
+    threads: int | None,
+    trust_model: bool,
+    no_cache: bool,
+    as_json: bool,
+) -> None:
+    """Convert MODEL (or the built-in default) for a target, validate and measure each artifact.
+
+    With no MODEL, a zoo network is trained on the bundled digits data set (cached after the
+    first run). Every artifact is compared with the Keras model on the held-out test split and
+    timed in its runtime; the fastest one within --max-drop points is selected.
+    """
+    from edgekit.deploy import DeployRequest
+    from edgekit.deploy import deploy as run_deploy
+
+    if threads is not None and threads < 1:
+        raise click.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
+    report = run_deploy(
+        DeployRequest(
+            target=target,
+            model_path=model,
+            data=data,
+            out=out,
+            max_drop=max_drop,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            trust_model=trust_model,
+            use_cache=not no_cache,
+        ),
+        CliProgress(),
+    )
+    if as_json:
+        print_json(report)
+        return
+    _print_deploy(report)
+
+
+def _print_deploy(report: dict[str, Any]) -> None:
+    ref = report["reference"]
+    rows: list[list[Any]] = [
+        [
+            "keras (reference)",
+            _size(ref["size_bytes"]),
+            f"{ref['accuracy']:.4f}",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
+    ]
+    for a in report["artifacts"]:
+        lat = a["latency_ms"]
+        mark = "*" if a["format"] == report["selected"] else ("" if a["check"]["passed"] else "x")
+        rows.append(
+            [
+                f"{a['format']} {mark}".strip(),
+                _size(a["size_bytes"]),
+                f"{a['accuracy']:.4f}",
+                f"{a['top1_agreement']:.4f}",
+                f"{a['max_abs_error']:.2e}",
+                f"{lat['p50']:.3f}",
+                f"{lat['p90']:.3f}",
+                f"{lat['p99']:.3f}",
+            ]
+        )
+    m = report["model"]
+    print_table(
+        f"edgekit deploy --target {report['target']}: {m['name']} "
+        f"({m['params']:,} params, {m['macs'] / 1e6:.1f}M MACs) on {report['data']['name']} "
+        f"({report['data']['test']} test images)",
+        [
+            "artifact",
+            "size",
+            "accuracy",
+            "top-1 agree",
+            "max abs err",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+        ],
+        rows,
+    )
+    sel = report["selected"] or "none (no artifact passed its check)"
+    click.echo(f"selected: {sel}  (* selected, x failed its check; {report['selection_rule']})")
+    click.echo(f"artifacts and manifest: {report['out_dir']}")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return ""
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "-m",
+    "model_name",
+    default="mobilenet_v2",
+    show_default=True,
+    help="Zoo model name (see `edgekit models`).",
+)
+@click.option(
+    "--data",
+    "-d",
+    default="digits",
+    show_default=True,
+    help="digits, a folder with one sub-folder per class, or an .npz with x and y.",
+)
+@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--input-size", type=int, default=32, show_default=True, help="Input side in pixels.")
+@click.option("--width", type=float, default=0.5, show_default=True, help="Width multiplier.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Where to write the trained model (.keras).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def train(
+    model_name: str,
+    data: str,
+    epochs: int,
+    input_size: int,
+    width: float,
+    batch_size: int,
+    seed: int,
+    out: Path,
+    as_json: bool,
+) -> None:
+    """Train a zoo model on a data set and save it as a .keras file."""
+    from edgekit.data import load_dataset
+    from edgekit.measure import accuracy
+    from edgekit.models import create, get_model_spec
+    from edgekit.models._io import save_keras_model
+    from edgekit.train import TrainConfig, evaluate_probs, train_model
+
+    if out.suffix != ".keras":
+        raise click.BadParameter(f"must end in .keras, got '{out}'", param_hint="--out")
+    if epochs < 1 or batch_size < 1:
+        raise click.BadParameter(
+            f"--epochs and --batch-size must be >= 1, got {epochs}, {batch_size}"
+        )
+    get_model_spec(model_name)
+    progress = CliProgress()
+    ds = load_dataset(data, (input_size, input_size, 3))
+    net = create(model_name, input_shape=ds.input_shape, classes=ds.num_classes, width=width)
+    progress.step(f"training {model_name} (width {width}) on {ds.name}: {len(ds.y_train)} images")
+    history = train_model(
+        net,
+        ds,
+        TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed),
+        callbacks=progress.training_callbacks(epochs),
+    )
+    test_acc = accuracy(evaluate_probs(net, ds.x_test), ds.y_test)
+    save_keras_model(net, out)
+    result = {
+        "model": model_name,
+        "width": width,
+        "data": ds.summary(),
+        "epochs": epochs,
+        "seed": seed,
+        "val_accuracy": history.get("val_accuracy", [None])[-1],
+        "test_accuracy": round(test_acc, 6),
+        "path": str(out),
+    }
+    if as_json:
+        print_json(result)
+    else:
+        click.echo(f"test accuracy {test_acc:.4f} on {len(ds.y_test)} held-out images; saved {out}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+@click.option("--tiny", is_flag=True, help="Include the tiny test variants.")
+def models(as_json: bool, tiny: bool) -> None:
+    """List the model zoo with parameters and MACs at each model's canonical configuration."""
+    from edgekit.models import count_model, create, list_models
+
+    rows = []
+    for spec in list_models(include_tiny=tiny):
+        cost = count_model(create(spec.name, **spec.canonical))
+        rows.append(
+            {
+                "name": spec.name,
+                "family": spec.family,
+                "params": int(cost.params),
+                "macs": int(cost.macs),
+                "canonical": {
+                    k: list(v) if isinstance(v, tuple) else v for k, v in spec.canonical.items()
+                },
+                "description": spec.description,
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "edgekit model zoo (canonical configurations)",
+        ["name", "family", "params", "MACs", "input"],
+        [
+            [
+                r["name"],
+                r["family"],
+                f"{r['params'] / 1e6:.2f}M",
+                f"{r['macs'] / 1e6:.0f}M",
+                "x".join(str(d) for d in r["canonical"].get("input_shape", [])),
+            ]
+            for r in rows
+        ],
+    )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+def targets(as_json: bool) -> None:
+    """List the targets and the formats each one builds."""
+    from edgekit.targets import list_targets
+
+    rows = [
+        {"name": t.name, "description": t.description, "formats": list(t.formats)}
+        for t in list_targets()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "edgekit targets",
+        ["name", "formats", "description"],
+        [[r["name"], ", ".join(r["formats"]), r["description"]] for r in rows],
+    )
+
+
+def _route_native_stderr() -> None:
+    """Keep Python's stderr on the terminal and send native libraries' fd-2 logs elsewhere.
+
+    TensorFlow, LiteRT and OpenVINO print C++ log lines straight to fd 2 during training and
+    conversion; they would tear through the progress display. Python writes (progress, errors,
+    tracebacks of real bugs) go to a duplicate of the original stderr; fd 2 itself goes to
+    EDGEKIT_NATIVE_LOG (default: discarded). EDGEKIT_TF_LOGS=1 keeps everything on stderr.
+    """
+    if os.environ.get("EDGEKIT_TF_LOGS"):
+        return
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="replace")
+        target = os.environ.get("EDGEKIT_NATIVE_LOG", os.devnull)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+    except OSError:  # no fd 2 (daemonised), or the log cannot be opened: leave things as they are
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line on stderr."""
+    if argv is None:  # a real console invocation, not a test calling main([...])
+        _route_native_stderr()
+    try:
+        rv = cli.main(args=argv, prog_name="edgekit", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as e:
+        hint = ""
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        _fail(f"{e.format_message()}{hint}", e.exit_code)
+    except EdgekitError as e:
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written", 130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, code: int) -> None:
+    # Plain write: rich would fold a long path onto a second line in an 80-column pipe.
+    sys.stderr.write(f"edgekit: error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    sys.exit(code)

@@ -1,0 +1,346 @@
+"""The deploy pipeline: model -> converter chain of a target -> artifacts -> validation ->
+latency -> selection -> manifest.
+
+The library reports progress through a ``Progress`` object and returns a report dict; only
+the CLI prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekit._io import sha256_file, staged_dir, write_json_atomic
+from edgekit.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class DefaultModel:
+    """The embedded default: a zoo network trained on the bundled digits."""
+
+    name: str = "mobilenet_v2"
+    width: float = 0.5
+    input_size: int = 32
+    epochs: int = 30
+    seed: int = 0
+
+
+DEFAULT_MODEL = DefaultModel()
+
+
+class Progress(Protocol):
+    """How long work reports what it is doing (the CLI draws it on stderr)."""
+
+    def step(self, message: str) -> None: ...
+
+    def training_callbacks(self, epochs: int) -> list[Any]: ...
+
+
+class SilentProgress:
+    """Progress that logs only."""
+
+    def step(self, message: str) -> None:
+        log.info(message)
+
+    def training_callbacks(self, epochs: int) -> list[Any]:
+        return []
+
+
+@dataclass
+class DeployRequest:
+    """Options of ``edgekit deploy``."""
+
+    target: str
+    model_path: Path | None = None
+    data: str = "digits"
+    out: Path | None = None
+    max_drop: float = 1.0
+    runs: int = 100
+    warmup: int = 10
+    threads: int | None = None
+    trust_model: bool = False
+    use_cache: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def cache_dir() -> Path:
+    """Where edgekit keeps the trained default model (EDGEKIT_CACHE_DIR overrides)."""
+    env = os.environ.get("EDGEKIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgekit"
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages that shape an artifact."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in (
+        "edgekit",
+        "tensorflow",
+        "tf-keras",
+        "tensorflow-model-optimization",
+        "ai-edge-litert",
+        "numpy",
+    ):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def host_info() -> dict[str, Any]:
+    """CPU model and core count of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }
+
+
+def build_default_model(
+    data: Any, progress: Progress, use_cache: bool = True
+) -> tuple[Any, Path | None]:
+    """Train (or load from the cache) the embedded default model on ``data``.
+
+    Returns:
+        The model and the cached ``.keras`` path (None when not cached).
+    """
+    from edgekit.models import create
+    from edgekit.models._io import load_keras_model, save_keras_model
+    from edgekit.train import TrainConfig, train_model
+
+    d = DEFAULT_MODEL
+    cached: Path | None = None
+    if use_cache and data.name == "digits":
+        tf_version = versions()["tensorflow"]
+        cached = cache_dir() / (
+            f"default-{d.name}-w{d.width}-s{d.input_size}-e{d.epochs}-seed{d.seed}"
+            f"-digits-tf{tf_version}.keras"
+        )
+        if cached.is_file():
+            progress.step(f"using the cached default model {cached}")
+            return load_keras_model(cached), cached
+    progress.step(
+        f"training the default model {d.name} (width {d.width}, {d.input_size}x{d.input_size}) "
+        f"on {data.name} for {d.epochs} epochs"
+    )
+    model = create(d.name, input_shape=data.input_shape, classes=data.num_classes, width=d.width)
+    train_model(
+        model,
+        data,
+        TrainConfig(epochs=d.epochs, seed=d.seed),
+        callbacks=progress.training_callbacks(d.epochs),
+    )
+    if cached is not None:
+        save_keras_model(model, cached)
+    return model, cached
+
+
+def deploy(req: DeployRequest, progress: Progress | None = None) -> dict[str, Any]:
+    """Build every artifact of ``req.target``, validate, measure, select, write a manifest.
+
+    Returns:
+        The report (also written as ``manifest.json`` in the output folder).
+
+    Raises:
+        EdgekitError: bad input (checked before any work), conversion or runtime failures.
+    """
+    from edgekit.targets import load_target
+
+    progress = progress or SilentProgress()
+    target = load_target(req.target)
+    if not (0.0 <= req.max_drop <= 100.0):
+        raise BadInputError(f"--max-drop must be 0..100 accuracy points; got {req.max_drop}")
+    if req.runs < 1 or req.warmup < 0:
+        raise BadInputError(f"--runs must be >= 1 and --warmup >= 0; got {req.runs}, {req.warmup}")
+    threads = req.threads or target.threads
+
+    model, model_file, model_label = _load_model(req)
+    out = Path(req.out) if req.out else Path("edgekit_out") / f"{model_label}-{target.name}"
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out '{out}' exists and is not a folder; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise BadInputError(
+            f"--out '{out}' exists and was not written by edgekit (no {MANIFEST}); "
+            "choose an empty or new folder"
+        )
+
+    with staged_dir(out, replace_if=MANIFEST) as stage:
+        return _deploy_into(
+            req, target, threads, model, model_file, model_label, out, stage, progress
+        )
+
+
+def _load_model(req: DeployRequest) -> tuple[Any, Path | None, str]:
+    if req.model_path is None:
+        return None, None, f"default_{DEFAULT_MODEL.name}"
+    from edgekit.models._io import load_keras_model
+
+    model = load_keras_model(req.model_path, trust=req.trust_model)
+    return model, Path(req.model_path), Path(req.model_path).stem
+
+
+def _deploy_into(
+    req: DeployRequest,
+    target: Any,
+    threads: int | None,
+    model: Any,
+    model_file: Path | None,
+    model_label: str,
+    out: Path,
+    stage: Path,
+    progress: Progress,
+) -> dict[str, Any]:
+    from edgekit.converters import ConvertOptions, get_converter
+    from edgekit.data import load_dataset
+    from edgekit.measure import compare, measure_latency, open_runner
+    from edgekit.measure._validate import accuracy
+    from edgekit.models import count_model
+    from edgekit.train import evaluate_probs
+
+    started = time.time()
+    if model is None:
+        size = DEFAULT_MODEL.input_size
+        data = load_dataset(req.data, (size, size, 3))
+        model, model_file = build_default_model(data, progress, req.use_cache)
+    else:
+        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        data = load_dataset(req.data, shape)  # type: ignore[arg-type]
+        classes = int(model.outputs[0].shape[-1])
+        if classes != data.num_classes:
+            raise BadInputError(
+                f"model has {classes} outputs but data '{req.data}' has {data.num_classes} classes; "
+                "pass the data set the model was trained on"
+            )
+
+    progress.step("evaluating the Keras reference on the held-out test split")
+    ref_probs = evaluate_probs(model, data.x_test)
+    ref_acc = accuracy(ref_probs, data.y_test)
+    cost = count_model(model)
+    model_info: dict[str, Any] = {
+        "source": str(model_file) if model_file else "trained in memory",
+        "name": model.name,
+        "sha256": sha256_file(model_file) if model_file else None,
+        "input_shape": [int(d) for d in model.inputs[0].shape[1:]],
+        "classes": data.num_classes,
+        "params": int(cost.params),
+        "macs": int(cost.macs),
+    }
+    if req.model_path is None:
+        model_info["default"] = asdict(DEFAULT_MODEL)
+
+    options = ConvertOptions(stem=model_label, calibration=data.x_train, int_io=target.int_io)
+    sample = data.x_test[:1]
+    artifacts: list[dict[str, Any]] = []
+    for fmt in target.formats:
+        converter = get_converter(fmt)
+        progress.step(f"converting to {fmt}")
+        art = converter.convert(model, stage, options)
+        progress.step(f"validating and timing {fmt} ({req.runs} runs)")
+        runner = open_runner(art.runtime, art.path, threads=threads)
+        agreement = compare(runner.predict(data.x_test), ref_probs, data.y_test)
+        stats = measure_latency(runner, sample, runs=req.runs, warmup=req.warmup)
+        drop_points = (ref_acc - agreement.accuracy) * 100.0
+        if converter.quantized:
+            check_ok = drop_points <= req.max_drop
+            check = f"accuracy drop {drop_points:.2f} points (limit {req.max_drop})"
+        else:
+            check_ok = (
+                agreement.max_abs_error <= converter.tolerance and drop_points <= req.max_drop
+            )
+            check = (
+                f"max abs error {agreement.max_abs_error:.2e} (tolerance {converter.tolerance:.0e})"
+            )
+        final_path = out / art.path.relative_to(stage)
+        artifacts.append(
+            {
+                "format": fmt,
+                "path": str(final_path),
+                "files": [str(out / f.relative_to(stage)) for f in art.files],
+                "size_bytes": art.size_bytes,
+                "sha256": sha256_file(art.path),
+                "precision": art.precision,
+                "accuracy": round(agreement.accuracy, 6),
+                "accuracy_drop_points": round(drop_points, 4),
+                "top1_agreement": round(agreement.top1_agreement, 6),
+                "max_abs_error": round(agreement.max_abs_error, 6),
+                "check": {"passed": bool(check_ok), "detail": check},
+                "latency_ms": stats.as_dict(),
+                "runtime": runner.info(),
+                "details": art.details,
+            }
+        )
+
+    eligible = [a for a in artifacts if a["check"]["passed"]]
+    selected = min(eligible, key=lambda a: a["latency_ms"]["p50"])["format"] if eligible else None
+    report: dict[str, Any] = {
+        "target": target.name,
+        "model": model_info,
+        "data": data.summary(),
+        "reference": {
+            "format": "keras",
+            "accuracy": round(ref_acc, 6),
+            "size_bytes": model_file.stat().st_size if model_file else None,
+        },
+        "artifacts": artifacts,
+        "selected": selected,
+        "selection_rule": (
+            f"fastest p50 among artifacts within {req.max_drop} accuracy points of the reference "
+            "that pass their numeric check"
+        ),
+        "max_drop": req.max_drop,
+        "out_dir": str(out),
+        "manifest": str(out / MANIFEST),
+    }
+    manifest = dict(report)
+    manifest.update(
+        {
+            "edgekit_manifest": 1,
+            "created_unix": round(started, 3),
+            "wall_s": round(time.time() - started, 2),
+            "options": {
+                "data": req.data,
+                "max_drop": req.max_drop,
+                "runs": req.runs,
+                "warmup": req.warmup,
+                "threads": threads,
+                "int_io": target.int_io,
+                "trust_model": req.trust_model,
+            },
+            "versions": versions(),
+            "host": host_info(),
+        }
+    )
+    write_json_atomic(stage / MANIFEST, manifest)
+    report["wall_s"] = manifest["wall_s"]
+    return report
+
+
+def np_default(o: Any) -> Any:
+    """JSON fallback for numpy scalars."""
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)

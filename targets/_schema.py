@@ -1,0 +1,126 @@
+"""Target files: TOML, validated against one schema."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from edgekit.errors import BadInputError, UnknownNameError
+
+# key -> (python type, required, description)
+SCHEMA: dict[str, tuple[type, bool, str]] = {
+    "name": (str, True, "target name, equal to the file stem"),
+    "description": (str, True, "one line for `edgekit targets`"),
+    "formats": (list, True, "artifact formats to build, each a registered converter format"),
+    "int_io": (str, False, "I/O type of full-integer models: int8 or uint8"),
+    "threads": (int, False, "CPU threads the runtime uses when measuring"),
+    "profile": (str, False, "latency look-up table in edgekit.profiles"),
+}
+INT_IO_CHOICES = ("int8", "uint8")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validated target description."""
+
+    name: str
+    description: str
+    formats: tuple[str, ...]
+    int_io: str = "int8"
+    threads: int | None = None
+    profile: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def _target_files() -> dict[str, Any]:
+    root = resources.files("edgekit.targets")
+    return {
+        f.name[: -len(".toml")]: f
+        for f in root.iterdir()
+        if f.name.endswith(".toml") and not f.name.startswith("_")
+    }
+
+
+def target_names() -> list[str]:
+    """Names of every target file shipped in edgekit.targets."""
+    return sorted(_target_files())
+
+
+def validate_target(data: dict[str, Any], source: str) -> Target:
+    """Check a parsed target file against the schema.
+
+    Raises:
+        BadInputError: a key is unknown, missing, of the wrong type, or a format is not
+            registered; the message names the file and the key.
+    """
+    from edgekit.converters import get_converter
+
+    unknown = sorted(set(data) - set(SCHEMA))
+    if unknown:
+        raise BadInputError(
+            f"target file {source}: unknown key '{unknown[0]}'; allowed keys: {', '.join(SCHEMA)}"
+        )
+    for key, (typ, required, _) in SCHEMA.items():
+        if key not in data:
+            if required:
+                raise BadInputError(f"target file {source}: missing required key '{key}'")
+            continue
+        if not isinstance(data[key], typ) or (typ is int and isinstance(data[key], bool)):
+            raise BadInputError(
+                f"target file {source}: key '{key}' must be {typ.__name__}, "
+                f"got {type(data[key]).__name__}"
+            )
+    formats = data["formats"]
+    if not formats or not all(isinstance(f, str) for f in formats):
+        raise BadInputError(f"target file {source}: 'formats' must be a non-empty list of names")
+    for fmt in formats:
+        get_converter(fmt)  # raises UnknownNameError listing the known formats
+    int_io = data.get("int_io", "int8")
+    if int_io not in INT_IO_CHOICES:
+        raise BadInputError(
+            f"target file {source}: int_io '{int_io}' is not one of {', '.join(INT_IO_CHOICES)}"
+        )
+    threads = data.get("threads")
+    if threads is not None and threads < 1:
+        raise BadInputError(f"target file {source}: threads must be >= 1, got {threads}")
+    return Target(
+        name=data["name"],
+        description=data["description"],
+        formats=tuple(formats),
+        int_io=int_io,
+        threads=threads,
+        profile=data.get("profile"),
+        raw=dict(data),
+    )
+
+
+def load_target(name: str) -> Target:
+    """Load and validate the target file ``<name>.toml``.
+
+    Raises:
+        UnknownNameError: no such target; the message lists the known ones.
+        BadInputError: the file does not validate.
+    """
+    files = _target_files()
+    if name not in files:
+        raise UnknownNameError(
+            f"unknown target '{name}'; known targets: {', '.join(sorted(files))}"
+        )
+    source = f"{name}.toml"
+    try:
+        data = tomllib.loads(files[name].read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise BadInputError(f"target file {source} is not valid TOML: {err}") from err
+    target = validate_target(data, source)
+    if target.name != name:
+        raise BadInputError(
+            f"target file {source}: name '{target.name}' differs from the file stem"
+        )
+    return target
+
+
+def list_targets() -> list[Target]:
+    """Every shipped target, validated."""
+    return [load_target(n) for n in target_names()]

@@ -1,0 +1,38 @@
+"""Shared fixtures: the digits data at 32x32 and one small trained model per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Never touch the user's cache; CI sets its own folder.
+    if "EDGEKIT_CACHE_DIR" not in os.environ:
+        os.environ["EDGEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgekit-cache"))
+
+
+@pytest.fixture(scope="session")
+def digits32() -> Any:
+    from edgekit.data import load_dataset
+
+    return load_dataset("digits", (32, 32, 3))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(digits32: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """mobilenet_v2_tiny trained on digits until it is well above chance; saved as .keras."""
+    from edgekit.models import create
+    from edgekit.models._io import save_keras_model
+    from edgekit.train import TrainConfig, train_model
+
+    model = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10)
+    train_model(model, digits32, TrainConfig(epochs=8, seed=0))
+    path = save_keras_model(model, tmp_path_factory.mktemp("model") / "tiny.keras")
+    return model, path
