@@ -24,6 +24,8 @@ from edgekit.errors import BadInputError
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+# Latency of all artifacts is measured in alternating rounds (see measure_side_by_side).
+LATENCY_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,7 @@ def _deploy_into(
 ) -> dict[str, Any]:
     from edgekit.converters import ConvertOptions, get_converter
     from edgekit.data import load_dataset
-    from edgekit.measure import compare, measure_latency, open_runner
+    from edgekit.measure import compare, measure_side_by_side, open_runner
     from edgekit.measure._validate import accuracy
     from edgekit.models import count_model
     from edgekit.train import evaluate_probs
@@ -253,16 +255,16 @@ def _deploy_into(
         model_info["default"] = asdict(DEFAULT_MODEL)
 
     options = ConvertOptions(stem=model_label, calibration=data.x_train, int_io=target.int_io)
-    sample = data.x_test[:1]
     artifacts: list[dict[str, Any]] = []
+    runners: dict[str, Any] = {}
     for fmt in target.formats:
         converter = get_converter(fmt)
         progress.step(f"converting to {fmt}")
         art = converter.convert(model, stage, options)
-        progress.step(f"validating and timing {fmt} ({req.runs} runs)")
+        progress.step(f"validating {fmt} on {len(data.y_test)} held-out images")
         runner = open_runner(art.runtime, art.path, threads=threads)
+        runners[fmt] = runner
         agreement = compare(runner.predict(data.x_test), ref_probs, data.y_test)
-        stats = measure_latency(runner, sample, runs=req.runs, warmup=req.warmup)
         drop_points = (ref_acc - agreement.accuracy) * 100.0
         if converter.quantized:
             check_ok = drop_points <= req.max_drop
@@ -274,11 +276,10 @@ def _deploy_into(
             check = (
                 f"max abs error {agreement.max_abs_error:.2e} (tolerance {converter.tolerance:.0e})"
             )
-        final_path = out / art.path.relative_to(stage)
         artifacts.append(
             {
                 "format": fmt,
-                "path": str(final_path),
+                "path": str(out / art.path.relative_to(stage)),
                 "files": [str(out / f.relative_to(stage)) for f in art.files],
                 "size_bytes": art.size_bytes,
                 "sha256": sha256_file(art.path),
@@ -288,11 +289,19 @@ def _deploy_into(
                 "top1_agreement": round(agreement.top1_agreement, 6),
                 "max_abs_error": round(agreement.max_abs_error, 6),
                 "check": {"passed": bool(check_ok), "detail": check},
-                "latency_ms": stats.as_dict(),
                 "runtime": runner.info(),
                 "details": art.details,
             }
         )
+    progress.step(
+        f"timing {len(runners)} artifacts side by side ({req.runs} runs each, "
+        f"{LATENCY_ROUNDS} alternating rounds)"
+    )
+    latency = measure_side_by_side(
+        runners, data.x_test[:1], runs=req.runs, warmup=req.warmup, rounds=LATENCY_ROUNDS
+    )
+    for a in artifacts:
+        a["latency_ms"] = latency[a["format"]].as_dict()
 
     eligible = [a for a in artifacts if a["check"]["passed"]]
     selected = min(eligible, key=lambda a: a["latency_ms"]["p50"])["format"] if eligible else None

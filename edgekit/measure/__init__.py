@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgekit.measure._profiler import LatencyStats, measure_latency
+from edgekit.measure._profiler import LatencyStats, measure_latency, measure_side_by_side
 from edgekit.measure._runner import Runner, open_runner, register_runner
 from edgekit.measure._validate import Agreement, accuracy, compare
 
@@ -13,6 +13,7 @@ __all__ = [
     "accuracy",
     "compare",
     "measure_latency",
+    "measure_side_by_side",
     "open_runner",
     "register_runner",
 ]

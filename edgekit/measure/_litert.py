@@ -60,15 +60,22 @@ class LiteRTRunner:
 
     runtime = "litert"
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        experimental_delegates: list[Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         check_tflite_file(self.path)
         cls, self.package, self.version = _interpreter_class()
         self.threads = threads
+        # Delegates (the Edge TPU's) are passed only when given: the CPU path stays as it was.
+        extra = {"experimental_delegates": experimental_delegates} if experimental_delegates else {}
         t0 = time.perf_counter()
         try:
             with capture_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate" etc.
-                self.interpreter = cls(model_path=str(self.path), num_threads=threads)
+                self.interpreter = cls(model_path=str(self.path), num_threads=threads, **extra)
                 self.interpreter.allocate_tensors()
         except ValueError as err:
             raise BadInputError(f"'{self.path}' cannot be loaded by LiteRT: {err}") from err
