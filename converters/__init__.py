@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from edgekit.converters import tflite as _tflite  # noqa: F401  (registers the TFLite formats)
+# Importing a converter module registers its formats.
+from edgekit.converters import edgetpu as _edgetpu  # noqa: F401
+from edgekit.converters import onnx as _onnx  # noqa: F401
+from edgekit.converters import openvino as _openvino  # noqa: F401
+from edgekit.converters import tflite as _tflite  # noqa: F401
 from edgekit.converters._base import (
     Artifact,
     Converter,
     ConvertOptions,
     get_converter,
     list_converters,
+    plan_chain,
     register_converter,
 )
 
@@ -18,5 +23,6 @@ __all__ = [
     "Converter",
     "get_converter",
     "list_converters",
+    "plan_chain",
     "register_converter",
 ]

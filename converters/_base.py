@@ -115,3 +115,32 @@ def get_converter(fmt: str) -> Converter:
 def list_converters() -> list[type[Converter]]:
     """Registered converter classes, sorted by format."""
     return [c for _, c in sorted(_CONVERTERS.items())]
+
+
+def plan_chain(formats: list[str] | tuple[str, ...]) -> list[str]:
+    """Order the conversion steps that produce ``formats``, sources first.
+
+    Each converter names its ``source`` format; a chain such as keras -> onnx_fp32 ->
+    openvino_int8 is composed from those declarations, never written out in code. Steps that
+    several formats share (onnx_fp32 for ONNX Runtime and OpenVINO) appear once.
+
+    Raises:
+        UnknownNameError: a format (or a source it needs) has no converter.
+        ValueError: the declared sources form a cycle.
+    """
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(fmt: str) -> None:
+        if fmt in order or fmt == "keras":
+            return
+        if fmt in visiting:
+            raise ValueError(f"converter sources form a cycle at '{fmt}'")
+        visiting.add(fmt)
+        visit(get_converter(fmt).source)
+        visiting.discard(fmt)
+        order.append(fmt)
+
+    for fmt in formats:
+        visit(fmt)
+    return order

@@ -82,7 +82,7 @@ class TFLiteFP32(_KerasToTFLite):
 class TFLiteFP16(_KerasToTFLite):
     format = "tflite_fp16"
     precision = "fp16"
-    tolerance = 5e-3
+    tolerance = 1e-2
     file_tag = "_fp16"
     description = "TFLite, float16 weights (dequantized to float32 on CPU)"
 

@@ -216,7 +216,7 @@ def _deploy_into(
     stage: Path,
     progress: Progress,
 ) -> dict[str, Any]:
-    from edgekit.converters import ConvertOptions, get_converter
+    from edgekit.converters import ConvertOptions, get_converter, plan_chain
     from edgekit.data import load_dataset
     from edgekit.measure import compare, measure_side_by_side, open_runner
     from edgekit.measure._validate import accuracy
@@ -257,10 +257,14 @@ def _deploy_into(
     options = ConvertOptions(stem=model_label, calibration=data.x_train, int_io=target.int_io)
     artifacts: list[dict[str, Any]] = []
     runners: dict[str, Any] = {}
+    built: dict[str, Any] = {"keras": model}
+    for step in plan_chain(target.formats):
+        converter = get_converter(step)
+        progress.step(f"converting {converter.source} -> {step}")
+        built[step] = converter.convert(built[converter.source], stage, options)
     for fmt in target.formats:
         converter = get_converter(fmt)
-        progress.step(f"converting to {fmt}")
-        art = converter.convert(model, stage, options)
+        art = built[fmt]
         progress.step(f"validating {fmt} on {len(data.y_test)} held-out images")
         runner = open_runner(art.runtime, art.path, threads=threads)
         runners[fmt] = runner

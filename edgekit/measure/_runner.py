@@ -57,7 +57,8 @@ def open_runner(runtime: str, path: str | Path, threads: int | None = None) -> R
         UnknownNameError: no runner for ``runtime``.
         RuntimeUnavailableError: the runtime is not installed.
     """
-    from edgekit.measure import _litert  # noqa: F401  (registers "litert")
+    # Importing a runner module registers it.
+    from edgekit.measure import _edgetpu, _litert, _onnxruntime, _openvino  # noqa: F401
 
     try:
         factory = _RUNNERS[runtime]

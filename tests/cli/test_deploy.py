@@ -59,7 +59,21 @@ def test_default_deploy_end_to_end(tmp_path):
     ref = report["reference"]["accuracy"]
     assert ref >= 0.97, f"default model reaches only {ref} on held-out digits"
     by_format = {a["format"]: a for a in report["artifacts"]}
-    assert set(by_format) == {"tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8"}
+    assert set(by_format) == {
+        "tflite_fp32",
+        "tflite_fp16",
+        "tflite_dynamic",
+        "tflite_int8",
+        "onnx_fp32",
+        "onnx_int8",
+        "openvino_fp32",
+        "openvino_int8",
+    }
+    for fmt in ("onnx_fp32", "openvino_fp32"):
+        assert by_format[fmt]["top1_agreement"] == 1.0 and by_format[fmt]["max_abs_error"] < 1e-4
+    assert by_format["openvino_fp32"]["runtime"]["inference_precision"] == "f32"
+    for fmt in ("onnx_int8", "openvino_int8"):
+        assert by_format[fmt]["accuracy"] >= ref - 0.01
     for a in report["artifacts"]:
         assert Path(a["path"]).is_file() and Path(a["path"]).stat().st_size == a["size_bytes"]
         for key in ("p50", "p90", "p99"):

@@ -1,0 +1,47 @@
+"""Write one benchmark's section of benchmarks/RESULTS.md, leaving the others as they are."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = (
+    "# Benchmark results\n\n"
+    "Each section is rewritten by the script it names; numbers in one section were measured\n"
+    "side by side in one run of that script.\n"
+)
+
+
+def host_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+
+
+def write_section(name: str, body: str) -> Path:
+    """Replace (or append) the section between this script's markers."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else f"{text.rstrip()}\n\n{block}\n"
+    )
+    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".RESULTS.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    os.replace(tmp, RESULTS)
+    return RESULTS

@@ -1,0 +1,82 @@
+"""ONNX Runtime runner (CPU execution provider)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit._native import capture_native_stderr
+from edgekit.errors import BadInputError, RuntimeUnavailableError
+from edgekit.measure._runner import register_runner
+
+
+class OnnxRuntimeRunner:
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise RuntimeUnavailableError(
+                "ONNX Runtime is not installed; pip install onnxruntime"
+            ) from err
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BadInputError(f"artifact '{self.path}' does not exist")
+        self.version = ort.__version__
+        self.threads = threads
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        t0 = time.perf_counter()
+        try:
+            with capture_native_stderr():
+                self.session = ort.InferenceSession(
+                    str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
+                )
+        except Exception as err:
+            raise BadInputError(
+                f"'{self.path}' is not a loadable ONNX model ({str(err).splitlines()[0]}); "
+                "expected an .onnx file"
+            ) from err
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_shape = tuple(d if isinstance(d, int) else 1 for d in inp.shape)
+        self._feed: dict[str, np.ndarray] = {}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        batch = self.input_shape[0]
+        outs = []
+        for i in range(0, len(x), batch):
+            chunk = x[i : i + batch]
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+            outs.append(self.session.run(None, {self.input_name: chunk})[0][:n])
+        return np.concatenate(outs).astype(np.float32)
+
+    def prepare(self, x: np.ndarray) -> None:
+        self._feed = {self.input_name: np.asarray(x, dtype=np.float32)[: self.input_shape[0]]}
+
+    def run(self) -> None:
+        self.session.run(None, self._feed)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": "onnxruntime",
+            "version": self.version,
+            "threads": self.threads,
+            "providers": self.session.get_providers(),
+        }
+
+
+@register_runner("onnxruntime")
+def _open(path: str | Path, threads: int | None = None) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(path, threads=threads)

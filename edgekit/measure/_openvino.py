@@ -1,0 +1,103 @@
+"""OpenVINO runner. Records the inference precision the plugin actually used: the CPU plugin
+runs bf16 by default on CPUs with AVX-512 BF16, so float IRs are pinned to f32 here and the
+value read back is reported."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit._native import capture_native_stderr
+from edgekit.errors import BadInputError, RuntimeUnavailableError
+from edgekit.measure._runner import register_runner
+
+
+class OpenVINORunner:
+    runtime = "openvino"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        device: str = "CPU",
+        precision_hint: str | None = "f32",
+    ) -> None:
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise RuntimeUnavailableError(
+                "OpenVINO is not installed; pip install openvino"
+            ) from err
+        self.path = Path(path)
+        if self.path.suffix != ".xml" or not self.path.is_file():
+            raise BadInputError(
+                f"'{self.path}' is not an OpenVINO IR; expected a .xml file (with its .bin)"
+            )
+        if not self.path.with_suffix(".bin").is_file():
+            raise BadInputError(
+                f"OpenVINO IR '{self.path}' has no '{self.path.with_suffix('.bin').name}' beside it"
+            )
+        self.version = ov.get_version()
+        self.threads = threads
+        self.device = device
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if precision_hint and device == "CPU":
+            config["INFERENCE_PRECISION_HINT"] = precision_hint
+        core = ov.Core()
+        t0 = time.perf_counter()
+        try:
+            with capture_native_stderr():
+                self.compiled = core.compile_model(str(self.path), device, config)
+        except Exception as err:
+            raise BadInputError(
+                f"OpenVINO cannot load '{self.path}' on {device}: {str(err).splitlines()[0]}"
+            ) from err
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        self.request = self.compiled.create_infer_request()
+        self.input_shape = tuple(int(d) for d in self.compiled.inputs[0].get_shape())
+        try:
+            self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception:
+            self.precision = None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        batch = self.input_shape[0]
+        outs = []
+        for i in range(0, len(x), batch):
+            chunk = x[i : i + batch]
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+            res = self.request.infer({0: chunk})
+            outs.append(np.asarray(res[self.compiled.outputs[0]])[:n])
+        return np.concatenate(outs).astype(np.float32)
+
+    def prepare(self, x: np.ndarray) -> None:
+        import openvino as ov
+
+        self.request.set_input_tensor(
+            ov.Tensor(np.ascontiguousarray(np.asarray(x, np.float32)[: self.input_shape[0]]))
+        )
+
+    def run(self) -> None:
+        self.request.infer()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": "openvino",
+            "version": self.version,
+            "device": self.device,
+            "threads": self.threads,
+            "inference_precision": self.precision,
+        }
+
+
+@register_runner("openvino")
+def _open(path: str | Path, threads: int | None = None) -> OpenVINORunner:
+    return OpenVINORunner(path, threads=threads)
