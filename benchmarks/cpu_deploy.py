@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import edgekit  # noqa: F401,E402  (sets TF_USE_LEGACY_KERAS first)
-from _results import host_line, write_section  # noqa: E402
+from _results import host_line, write_section
+
+import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 
 
 def litert_benchmark(path: Path, threads: int, runs: int, warmup: int) -> float:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -110,7 +112,9 @@ class OpenVINOInt8(_OnnxToOpenVINO):
         idx = np.linspace(0, len(calib) - 1, num=min(300, len(calib))).round().astype(int)
         dataset = nncf.Dataset([calib[i : i + 1] for i in idx])
         try:
-            with capture_native_stderr():
+            # NNCF draws its progress bars on stdout, which belongs to results (--json):
+            # send them to stderr with the rest of the progress.
+            with capture_native_stderr(), contextlib.redirect_stdout(sys.stderr):
                 quantized = nncf.quantize(model, dataset, subset_size=len(idx))
         except Exception as err:
             raise ConversionError(f"NNCF quantization failed: {str(err).splitlines()[0]}") from err

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekit._io import sha256_file, staged_dir, write_json_atomic
-from edgekit.errors import BadInputError
+from edgekit.errors import BadInputError, RuntimeUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +221,7 @@ def _deploy_into(
     from edgekit.measure import compare, measure_side_by_side, open_runner
     from edgekit.measure._validate import accuracy
     from edgekit.models import count_model
+    from edgekit.targets import run_analysis
     from edgekit.train import evaluate_probs
 
     started = time.time()
@@ -258,15 +259,39 @@ def _deploy_into(
     artifacts: list[dict[str, Any]] = []
     runners: dict[str, Any] = {}
     built: dict[str, Any] = {"keras": model}
+    skipped: list[dict[str, str]] = []
     for step in plan_chain(target.formats):
         converter = get_converter(step)
         progress.step(f"converting {converter.source} -> {step}")
         built[step] = converter.convert(built[converter.source], stage, options)
-    for fmt in target.formats:
+    analysis = None
+    if target.analysis:
+        progress.step(f"{target.analysis} analysis of {target.analysis_format}")
+        analysis = run_analysis(target.analysis, str(built[target.analysis_format].path))
+    for step in plan_chain(target.optional_formats):
+        if step in built:
+            continue
+        converter = get_converter(step)
+        progress.step(f"converting {converter.source} -> {step}")
+        try:
+            built[step] = converter.convert(built[converter.source], stage, options)
+        except RuntimeUnavailableError as err:
+            # An optional step whose toolchain is absent: report it, keep the rest.
+            # The message may name files in the staging folder: point at their final place.
+            skipped.append({"format": step, "reason": str(err).replace(str(stage), str(out))})
+            progress.step(f"skipped {step}: {err}")
+    formats = [f for f in (*target.formats, *target.optional_formats) if f in built]
+    for fmt in formats:
         converter = get_converter(fmt)
         art = built[fmt]
+        try:
+            runner = open_runner(art.runtime, art.path, threads=threads)
+        except RuntimeUnavailableError as err:
+            # Built but not runnable here (no device): keep the artifact, say why it is unmeasured.
+            skipped.append({"format": fmt, "reason": f"built, not measured: {err}"})
+            progress.step(f"{fmt} built but not measured: {err}")
+            continue
         progress.step(f"validating {fmt} on {len(data.y_test)} held-out images")
-        runner = open_runner(art.runtime, art.path, threads=threads)
         runners[fmt] = runner
         agreement = compare(runner.predict(data.x_test), ref_probs, data.y_test)
         drop_points = (ref_acc - agreement.accuracy) * 100.0
@@ -319,6 +344,7 @@ def _deploy_into(
             "size_bytes": model_file.stat().st_size if model_file else None,
         },
         "artifacts": artifacts,
+        "skipped": skipped,
         "selected": selected,
         "selection_rule": (
             f"fastest p50 among artifacts within {req.max_drop} accuracy points of the reference "
@@ -328,6 +354,8 @@ def _deploy_into(
         "out_dir": str(out),
         "manifest": str(out / MANIFEST),
     }
+    if analysis is not None:
+        report[target.analysis] = analysis.as_dict()
     manifest = dict(report)
     manifest.update(
         {

@@ -7,8 +7,17 @@ from edgekit.targets._schema import (
     Target,
     list_targets,
     load_target,
+    run_analysis,
     target_names,
     validate_target,
 )
 
-__all__ = ["SCHEMA", "Target", "list_targets", "load_target", "target_names", "validate_target"]
+__all__ = [
+    "SCHEMA",
+    "Target",
+    "list_targets",
+    "load_target",
+    "run_analysis",
+    "target_names",
+    "validate_target",
+]

@@ -17,7 +17,17 @@ SCHEMA: dict[str, tuple[type, bool, str]] = {
     "int_io": (str, False, "I/O type of full-integer models: int8 or uint8"),
     "threads": (int, False, "CPU threads the runtime uses when measuring"),
     "profile": (str, False, "latency look-up table in edgekit.profiles"),
+    "optional_formats": (
+        list,
+        False,
+        "formats built only where their toolchain is installed; otherwise reported as skipped",
+    ),
+    "analysis": (str, False, "a registered analysis run on one artifact (e.g. edgetpu)"),
+    "analysis_format": (str, False, "the format the analysis reads"),
 }
+
+# Analyses a target file may name: name -> function(path) returning an object with as_dict().
+ANALYSES: dict[str, str] = {"edgetpu": "edgekit.targets._edgetpu:analyze_edgetpu"}
 INT_IO_CHOICES = ("int8", "uint8")
 
 
@@ -31,6 +41,9 @@ class Target:
     int_io: str = "int8"
     threads: int | None = None
     profile: str | None = None
+    optional_formats: tuple[str, ...] = ()
+    analysis: str | None = None
+    analysis_format: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -77,6 +90,22 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
         raise BadInputError(f"target file {source}: 'formats' must be a non-empty list of names")
     for fmt in formats:
         get_converter(fmt)  # raises UnknownNameError listing the known formats
+    optional = data.get("optional_formats", [])
+    if not all(isinstance(f, str) for f in optional):
+        raise BadInputError(f"target file {source}: 'optional_formats' must be a list of names")
+    for fmt in optional:
+        get_converter(fmt)
+    analysis = data.get("analysis")
+    if analysis is not None:
+        if analysis not in ANALYSES:
+            raise BadInputError(
+                f"target file {source}: unknown analysis '{analysis}'; known: {', '.join(ANALYSES)}"
+            )
+        if data.get("analysis_format") not in (*formats, *optional):
+            raise BadInputError(
+                f"target file {source}: 'analysis_format' must be one of the target's formats, "
+                f"got {data.get('analysis_format')!r}"
+            )
     int_io = data.get("int_io", "int8")
     if int_io not in INT_IO_CHOICES:
         raise BadInputError(
@@ -92,6 +121,9 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
         int_io=int_io,
         threads=threads,
         profile=data.get("profile"),
+        optional_formats=tuple(optional),
+        analysis=analysis,
+        analysis_format=data.get("analysis_format"),
         raw=dict(data),
     )
 
@@ -124,3 +156,11 @@ def load_target(name: str) -> Target:
 def list_targets() -> list[Target]:
     """Every shipped target, validated."""
     return [load_target(n) for n in target_names()]
+
+
+def run_analysis(name: str, path: str) -> Any:
+    """Run the registered analysis ``name`` on an artifact file."""
+    import importlib
+
+    module, func = ANALYSES[name].split(":")
+    return getattr(importlib.import_module(module), func)(path)

@@ -144,6 +144,16 @@ def _print_deploy(report: dict[str, Any]) -> None:
         ],
         rows,
     )
+    for skip in report.get("skipped", []):
+        click.echo(f"skipped {skip['format']}: {skip['reason']}")
+    tpu = report.get("edgetpu")
+    if tpu:
+        click.echo(
+            f"Edge TPU analysis: {tpu['ops_mapped']}/{tpu['ops_total']} ops map to the Edge TPU "
+            f"({tpu['macs_mapped_fraction']:.1%} of MACs)"
+        )
+        for u in tpu["unmapped"][:10]:
+            click.echo(f"  op {u['index']} {u['op']}: {u['reason']}")
     sel = report["selected"] or "none (no artifact passed its check)"
     click.echo(f"selected: {sel}  (* selected, x failed its check; {report['selection_rule']})")
     click.echo(f"artifacts and manifest: {report['out_dir']}")

@@ -27,6 +27,9 @@ class ConverterContract:
 
     format: ClassVar[str]
     min_agreement: ClassVar[float] = 0.99
+    # The fixture is a tiny, briefly trained network (about 95% on digits): int8 costs it more
+    # than it costs a real model, so quantized formats get 2.5 points here. The 1-point
+    # criterion on the default model is asserted by the end-to-end deploy test.
     max_drop_points: ClassVar[float] = 1.0
     expect_input_dtype: ClassVar[str] = "float32"
 
@@ -70,11 +73,13 @@ class TestTFLiteFP16(ConverterContract):
 class TestTFLiteDynamic(ConverterContract):
     format = "tflite_dynamic"
     min_agreement = 0.97
+    max_drop_points = 2.5
 
 
 class TestTFLiteInt8(ConverterContract):
     format = "tflite_int8"
     min_agreement = 0.95
+    max_drop_points = 2.5
     expect_input_dtype = "int8"
 
     def extra_checks(self, art, reference):
@@ -131,11 +136,13 @@ class TestOnnxFP16(_ChainedContract):
 class TestOnnxInt8(_ChainedContract):
     format = "onnx_int8"
     min_agreement = 0.95
+    max_drop_points = 2.5
 
 
 class TestOnnxInt8TensorRT(_ChainedContract):
     format = "onnx_int8_trt"
     min_agreement = 0.95
+    max_drop_points = 2.5
 
     def extra_checks(self, art, reference):
         import onnx
@@ -180,6 +187,7 @@ class TestOpenVINOFP16(_ChainedContract):
 class TestOpenVINOInt8(_ChainedContract):
     format = "openvino_int8"
     min_agreement = 0.95
+    max_drop_points = 2.5
 
     def extra_checks(self, art, reference):
         import openvino as ov
