@@ -79,6 +79,11 @@ class Converter:
     def convert(self, src: Any, out_dir: Path, options: ConvertOptions) -> Artifact:
         raise NotImplementedError
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why this step cannot run on this machine (a missing toolchain), or None if it can."""
+        return None
+
 
 _CONVERTERS: dict[str, type[Converter]] = {}
 

@@ -197,6 +197,12 @@ class EdgeTPUConverter(Converter):
     quantized = True
     description = "Coral Edge TPU: the full-int8 TFLite model compiled by edgetpu_compiler"
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if find_edgetpu_compiler() is None:
+            return f"{COMPILER} not found on PATH"
+        return None
+
     def convert(self, src: Any, out_dir: Path, options: ConvertOptions) -> Artifact:
         """Compile ``src`` into ``out_dir/<stem>_edgetpu.tflite``.
 

@@ -74,6 +74,7 @@ class DeployRequest:
     threads: int | None = None
     trust_model: bool = False
     use_cache: bool = True
+    device: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,6 +180,9 @@ def deploy(req: DeployRequest, progress: Progress | None = None) -> dict[str, An
     if req.runs < 1 or req.warmup < 0:
         raise BadInputError(f"--runs must be >= 1 and --warmup >= 0; got {req.runs}, {req.warmup}")
     threads = req.threads or target.threads
+    if req.device:
+        # An explicit device must exist before any work starts.
+        _check_requested_device(target, req.device)
 
     model, model_file, model_label = _load_model(req)
     out = Path(req.out) if req.out else Path("edgekit_out") / f"{model_label}-{target.name}"
@@ -194,6 +198,45 @@ def deploy(req: DeployRequest, progress: Progress | None = None) -> dict[str, An
         return _deploy_into(
             req, target, threads, model, model_file, model_label, out, stage, progress
         )
+
+
+def _target_runtimes(target: Any) -> list[str]:
+    from edgekit.converters import get_converter
+
+    fmts = (*target.formats, *target.optional_formats)
+    return sorted({get_converter(f).runtime for f in fmts})
+
+
+def _check_requested_device(target: Any, device: str) -> None:
+    from edgekit.measure import runtime_unavailable_reason
+
+    runtimes = [r for r in _target_runtimes(target) if r in target.runtime] or _target_runtimes(
+        target
+    )
+    for runtime in runtimes:
+        why = runtime_unavailable_reason(runtime, device)
+        if why:
+            raise RuntimeUnavailableError(f"--device {device}: {why}")
+
+
+def _choose_device(
+    target: Any, runtime: str, requested: str | None
+) -> tuple[str | None, str | None]:
+    """The device to run ``runtime`` on: the requested one, else the target's, else its
+    fallback (with a note saying why) when the target's device is absent here."""
+    from edgekit.measure import runtime_unavailable_reason
+
+    cfg = target.runtime.get(runtime, {})
+    if requested:
+        return requested, None
+    device = cfg.get("device")
+    if not device:
+        return None, None
+    why = runtime_unavailable_reason(runtime, device)
+    if why and cfg.get("fallback_device"):
+        fallback = cfg["fallback_device"]
+        return fallback, f"validated and timed on {fallback}, not {device}: {why}"
+    return device, None
 
 
 def _load_model(req: DeployRequest) -> tuple[Any, Path | None, str]:
@@ -284,8 +327,9 @@ def _deploy_into(
     for fmt in formats:
         converter = get_converter(fmt)
         art = built[fmt]
+        device, device_note = _choose_device(target, art.runtime, req.device)
         try:
-            runner = open_runner(art.runtime, art.path, threads=threads)
+            runner = open_runner(art.runtime, art.path, threads=threads, device=device)
         except RuntimeUnavailableError as err:
             # Built but not runnable here (no device): keep the artifact, say why it is unmeasured.
             skipped.append({"format": fmt, "reason": f"built, not measured: {err}"})
@@ -319,6 +363,8 @@ def _deploy_into(
                 "max_abs_error": round(agreement.max_abs_error, 6),
                 "check": {"passed": bool(check_ok), "detail": check},
                 "runtime": runner.info(),
+                "device": device or "CPU",
+                "device_note": device_note,
                 "details": art.details,
             }
         )

@@ -8,6 +8,7 @@ from edgekit.targets._schema import (
     list_targets,
     load_target,
     run_analysis,
+    target_availability,
     target_names,
     validate_target,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "list_targets",
     "load_target",
     "run_analysis",
+    "target_availability",
     "target_names",
     "validate_target",
 ]

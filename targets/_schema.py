@@ -24,7 +24,14 @@ SCHEMA: dict[str, tuple[type, bool, str]] = {
     ),
     "analysis": (str, False, "a registered analysis run on one artifact (e.g. edgetpu)"),
     "analysis_format": (str, False, "the format the analysis reads"),
+    "runtime": (
+        dict,
+        False,
+        "per runtime: device (what to run on) and fallback_device (where to validate when the "
+        'device is absent here), e.g. [runtime.openvino] device = "MYRIAD"',
+    ),
 }
+RUNTIME_KEYS = ("device", "fallback_device")
 
 # Analyses a target file may name: name -> function(path) returning an object with as_dict().
 ANALYSES: dict[str, str] = {"edgetpu": "edgekit.targets._edgetpu:analyze_edgetpu"}
@@ -44,6 +51,7 @@ class Target:
     optional_formats: tuple[str, ...] = ()
     analysis: str | None = None
     analysis_format: str | None = None
+    runtime: dict[str, dict[str, str]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -106,6 +114,14 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
                 f"target file {source}: 'analysis_format' must be one of the target's formats, "
                 f"got {data.get('analysis_format')!r}"
             )
+    runtimes = data.get("runtime", {})
+    for rt, cfg in runtimes.items():
+        if not isinstance(cfg, dict) or set(cfg) - set(RUNTIME_KEYS):
+            bad = sorted(set(cfg) - set(RUNTIME_KEYS)) if isinstance(cfg, dict) else cfg
+            raise BadInputError(
+                f"target file {source}: [runtime.{rt}] has {bad!r}; allowed keys: "
+                f"{', '.join(RUNTIME_KEYS)}"
+            )
     int_io = data.get("int_io", "int8")
     if int_io not in INT_IO_CHOICES:
         raise BadInputError(
@@ -124,6 +140,7 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
         optional_formats=tuple(optional),
         analysis=analysis,
         analysis_format=data.get("analysis_format"),
+        runtime={k: dict(v) for k, v in runtimes.items()},
         raw=dict(data),
     )
 
@@ -164,3 +181,44 @@ def run_analysis(name: str, path: str) -> Any:
 
     module, func = ANALYSES[name].split(":")
     return getattr(importlib.import_module(module), func)(path)
+
+
+def target_availability(target: Target) -> dict[str, Any]:
+    """Can this target's artifacts be built here, and can they be run here?
+
+    Built: every converter of the required chain (and, for ``build_all``, the optional ones)
+    has its toolchain. Run: every artifact's runtime finds the target's device.
+
+    Returns:
+        ``{"build": bool, "build_all": bool, "run": bool, "reasons": [str, ...]}``.
+    """
+    from edgekit.converters import get_converter, plan_chain
+    from edgekit.measure import runtime_unavailable_reason
+
+    reasons: list[str] = []
+    build = True
+    for step in plan_chain(target.formats):
+        why = get_converter(step).unavailable_reason()
+        if why:
+            build = False
+            reasons.append(f"cannot build {step}: {why}")
+    build_all = build
+    for step in plan_chain(target.optional_formats):
+        why = get_converter(step).unavailable_reason()
+        if why:
+            build_all = False
+            reasons.append(f"cannot build {step}: {why}")
+    run = True
+    seen: set[tuple[str, str | None]] = set()
+    for fmt in (*target.formats, *target.optional_formats):
+        runtime = get_converter(fmt).runtime
+        device = target.runtime.get(runtime, {}).get("device")
+        if (runtime, device) in seen:
+            continue
+        seen.add((runtime, device))
+        why = runtime_unavailable_reason(runtime, device)
+        if why:
+            run = False
+            where = f" on {device}" if device else ""
+            reasons.append(f"cannot run {fmt} ({runtime}{where}): {why}")
+    return {"build": build, "build_all": build_all, "run": run, "reasons": reasons}

@@ -31,47 +31,48 @@ class CliProgress:
     def training_callbacks(self, epochs: int) -> list[Any]:
         if self.quiet:
             return []
-        return [_EpochBar(epochs)]
+        return [_make_epoch_bar(epochs)]
 
 
-def _epoch_bar_base() -> type:
+def _make_epoch_bar(epochs: int) -> Any:
+    """A Keras callback drawing a rich progress bar over epochs (loss, validation accuracy).
+
+    Built on demand: importing Keras at module level would make every command, even
+    `edgekit bench` or `--help`, pay TensorFlow's start-up time and memory.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from edgekit._keras import keras
 
-    return keras.callbacks.Callback
+    class EpochBar(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.bar = Progress(
+                TextColumn("  training"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} epochs"),
+                TextColumn("{task.fields[metrics]}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=False,
+            )
+            self.task: Any = None
 
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=epochs, metrics="")
 
-class _EpochBar(_epoch_bar_base()):  # type: ignore[misc]
-    """A rich progress bar over epochs showing loss and validation accuracy."""
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = logs or {}
+            metrics = f"loss {logs.get('loss', float('nan')):.3f}"
+            if "val_accuracy" in logs:
+                metrics += f"  val acc {logs['val_accuracy']:.3f}"
+            self.bar.update(self.task, advance=1, metrics=metrics)
 
-    def __init__(self, epochs: int) -> None:
-        super().__init__()
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        def on_train_end(self, logs: Any = None) -> None:
+            self.bar.stop()
 
-        self.epochs = epochs
-        self.bar = Progress(
-            TextColumn("  training"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} epochs"),
-            TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=False,
-        )
-        self.task: Any = None
-
-    def on_train_begin(self, logs: Any = None) -> None:
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=self.epochs, metrics="")
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        logs = logs or {}
-        metrics = f"loss {logs.get('loss', float('nan')):.3f}"
-        if "val_accuracy" in logs:
-            metrics += f"  val acc {logs['val_accuracy']:.3f}"
-        self.bar.update(self.task, advance=1, metrics=metrics)
-
-    def on_train_end(self, logs: Any = None) -> None:
-        self.bar.stop()
+    return EpochBar()
 
 
 def print_json(obj: Any) -> None:

@@ -47,6 +47,11 @@ def cli() -> None:
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed inferences first.")
 @click.option("--threads", type=int, default=None, help="Runtime threads [default: the target's].")
 @click.option(
+    "--device",
+    default=None,
+    help="Device for the target's runtime (e.g. CPU, NPU, MYRIAD, usb:0) [default: the target's].",
+)
+@click.option(
     "--trust-model",
     is_flag=True,
     help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
@@ -62,6 +67,7 @@ def deploy(
     runs: int,
     warmup: int,
     threads: int | None,
+    device: str | None,
     trust_model: bool,
     no_cache: bool,
     as_json: bool,
@@ -89,6 +95,7 @@ def deploy(
             threads=threads,
             trust_model=trust_model,
             use_cache=not no_cache,
+            device=device,
         ),
         CliProgress(),
     )
@@ -289,22 +296,97 @@ def models(as_json: bool, tiny: bool) -> None:
 
 
 @cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--runs", type=int, default=100, show_default=True, help="Timed inferences.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed inferences first.")
+@click.option("--threads", type=int, default=None, help="Runtime threads [default: runtime's].")
+@click.option(
+    "--device", default=None, help="Runtime device (OpenVINO CPU/NPU/GPU, Edge TPU usb:0)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def bench(
+    artifact: Path,
+    runs: int,
+    warmup: int,
+    threads: int | None,
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Time ARTIFACT (.tflite, .onnx, OpenVINO .xml, TensorRT .engine) in its runtime."""
+    from edgekit.measure._bench import bench_artifact
+
+    if threads is not None and threads < 1:
+        raise click.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
+    result = bench_artifact(artifact, runs=runs, warmup=warmup, threads=threads, device=device)
+    if as_json:
+        print_json(result)
+        return
+    lat = result["latency_ms"]
+    rt = result["runtime"]
+    print_table(
+        f"edgekit bench {artifact.name}: {rt['name']} {rt.get('version', '')}, "
+        f"threads {rt.get('threads') or 'default'}, {result['runs']} runs",
+        ["p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "load ms", "peak RSS MB"],
+        [
+            [
+                f"{lat['p50']:.3f}",
+                f"{lat['p90']:.3f}",
+                f"{lat['p99']:.3f}",
+                f"{lat['mean']:.3f}",
+                f"{lat['std']:.3f}",
+                f"{result['load_ms']:.1f}",
+                f"{result['peak_rss_mb']:.0f}",
+            ]
+        ],
+    )
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
 def targets(as_json: bool) -> None:
-    """List the targets and the formats each one builds."""
-    from edgekit.targets import list_targets
+    """List the targets, the formats each builds, and whether they can be built and run here."""
+    from edgekit.targets import list_targets, target_availability
 
-    rows = [
-        {"name": t.name, "description": t.description, "formats": list(t.formats)}
-        for t in list_targets()
-    ]
+    rows = []
+    for t in list_targets():
+        avail = target_availability(t)
+        rows.append(
+            {
+                "name": t.name,
+                "description": t.description,
+                "formats": list(t.formats),
+                "optional_formats": list(t.optional_formats),
+                "devices": {rt: cfg.get("device") for rt, cfg in t.runtime.items()},
+                "available": {
+                    "build": avail["build"],
+                    "build_all": avail["build_all"],
+                    "run": avail["run"],
+                },
+                "reason": "; ".join(avail["reasons"]) or None,
+            }
+        )
     if as_json:
         print_json(rows)
         return
+
+    def built(r: dict[str, Any]) -> str:
+        if r["available"]["build_all"]:
+            return "yes"
+        return "partly" if r["available"]["build"] else "no"
+
     print_table(
         "edgekit targets",
-        ["name", "formats", "description"],
-        [[r["name"], ", ".join(r["formats"]), r["description"]] for r in rows],
+        ["name", "formats (optional)", "build here", "run here", "reason"],
+        [
+            [
+                r["name"],
+                ", ".join(r["formats"] + [f"({f})" for f in r["optional_formats"]]),
+                built(r),
+                "yes" if r["available"]["run"] else "no",
+                r["reason"] or "",
+            ]
+            for r in rows
+        ],
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from edgekit._native import capture_native_stderr
 from edgekit.errors import BadInputError, RuntimeUnavailableError
 from edgekit.measure._litert import LiteRTRunner, _interpreter_class, check_tflite_file
-from edgekit.measure._runner import register_runner
+from edgekit.measure._runner import register_probe, register_runner
 
 log = logging.getLogger(__name__)
 
@@ -253,3 +253,10 @@ def detect_edgetpu(timeout_s: float = 10.0) -> dict[str, Any]:
         "devices_source": source,
         "reasons": reasons,
     }
+
+
+@register_probe("edgetpu")
+def _probe(device: str | None) -> str | None:
+    reasons = detect_edgetpu()["reasons"]
+    missing = [reasons[k] for k in ("runtime", "devices") if k in reasons]
+    return "; ".join(missing) if missing else None

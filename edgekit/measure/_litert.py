@@ -137,5 +137,7 @@ class LiteRTRunner:
 
 
 @register_runner("litert")
-def _open_litert(path: str | Path, threads: int | None = None) -> LiteRTRunner:
+def _open_litert(
+    path: str | Path, threads: int | None = None, device: str | None = None
+) -> LiteRTRunner:
     return LiteRTRunner(path, threads=threads)

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgekit._native import capture_native_stderr
 from edgekit.errors import BadInputError, RuntimeUnavailableError
-from edgekit.measure._runner import register_runner
+from edgekit.measure._runner import register_probe, register_runner
 
 
 class OnnxRuntimeRunner:
@@ -78,5 +78,16 @@ class OnnxRuntimeRunner:
 
 
 @register_runner("onnxruntime")
-def _open(path: str | Path, threads: int | None = None) -> OnnxRuntimeRunner:
+def _open(
+    path: str | Path, threads: int | None = None, device: str | None = None
+) -> OnnxRuntimeRunner:
     return OnnxRuntimeRunner(path, threads=threads)
+
+
+@register_probe("onnxruntime")
+def _probe(device: str | None) -> str | None:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "ONNX Runtime is not installed; pip install onnxruntime"
+    return None

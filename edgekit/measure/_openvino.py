@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit._native import capture_native_stderr
 from edgekit.errors import BadInputError, RuntimeUnavailableError
-from edgekit.measure._runner import register_runner
+from edgekit.measure._runner import register_probe, register_runner
 
 
 class OpenVINORunner:
@@ -61,7 +61,9 @@ class OpenVINORunner:
         self.request = self.compiled.create_infer_request()
         self.input_shape = tuple(int(d) for d in self.compiled.inputs[0].get_shape())
         try:
-            self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+            hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+            # an ov.Type: to_string() gives "f32" / "bf16" / "f16"
+            self.precision = hint.to_string() if hasattr(hint, "to_string") else str(hint)
         except Exception:
             self.precision = None
 
@@ -98,6 +100,45 @@ class OpenVINORunner:
         }
 
 
+# Devices OpenVINO once had and no longer ships: what to tell a user who asks for them.
+RETIRED_DEVICES = {
+    "MYRIAD": (
+        "2023.0",
+        "run the IR on the NCS2 with the OpenVINO 2022.3 LTS runtime (the last with the MYRIAD "
+        "plugin) on the host the stick is plugged into",
+    ),
+    "HDDL": ("2023.0", "use the OpenVINO 2022.3 LTS runtime on the HDDL host"),
+}
+
+
+def openvino_devices() -> list[str]:
+    """Devices this OpenVINO installation can run on (``ov.Core().available_devices``)."""
+    import openvino as ov
+
+    with capture_native_stderr():
+        return list(ov.Core().available_devices)
+
+
+@register_probe("openvino")
+def _probe(device: str | None) -> str | None:
+    try:
+        import openvino as ov
+    except ImportError:
+        return "OpenVINO is not installed; pip install openvino"
+    device = (device or "CPU").upper()
+    available = openvino_devices()
+    if any(d == device or d.startswith(device + ".") for d in available):
+        return None
+    version = ov.get_version().split("-")[0]
+    if device in RETIRED_DEVICES:
+        since, advice = RETIRED_DEVICES[device]
+        return f"OpenVINO {version} has no {device} plugin (removed in {since}); {advice}"
+    return (
+        f"OpenVINO {version} finds no {device} device here (available: {', '.join(available)}); "
+        "check the device driver"
+    )
+
+
 @register_runner("openvino")
-def _open(path: str | Path, threads: int | None = None) -> OpenVINORunner:
-    return OpenVINORunner(path, threads=threads)
+def _open(path: str | Path, threads: int | None = None, device: str = "CPU") -> OpenVINORunner:
+    return OpenVINORunner(path, threads=threads, device=device.upper())

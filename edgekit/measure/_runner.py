@@ -39,7 +39,7 @@ _RUNNERS: dict[str, RunnerFactory] = {}
 
 
 def register_runner(name: str) -> Callable[[RunnerFactory], RunnerFactory]:
-    """Register a runner factory ``(path, threads=None) -> Runner`` under a runtime name."""
+    """Register a runner factory ``(path, threads=None[, device=...]) -> Runner``."""
 
     def decorator(factory: RunnerFactory) -> RunnerFactory:
         if name in _RUNNERS:
@@ -50,20 +50,52 @@ def register_runner(name: str) -> Callable[[RunnerFactory], RunnerFactory]:
     return decorator
 
 
-def open_runner(runtime: str, path: str | Path, threads: int | None = None) -> Runner:
+Probe = Callable[[str | None], str | None]
+_PROBES: dict[str, Probe] = {}
+
+
+def register_probe(name: str) -> Callable[[Probe], Probe]:
+    """Register ``probe(device) -> reason | None``: why ``name`` cannot run on ``device`` here."""
+
+    def decorator(probe: Probe) -> Probe:
+        if name in _PROBES:
+            raise DuplicateRegistrationError(f"probe for runtime '{name}' is already registered")
+        _PROBES[name] = probe
+        return probe
+
+    return decorator
+
+
+def runtime_unavailable_reason(runtime: str, device: str | None = None) -> str | None:
+    """Why ``runtime`` cannot run on ``device`` on this machine, or None when it can."""
+    _load_runner_modules()
+    probe = _PROBES.get(runtime)
+    if probe is None:
+        return None if runtime in _RUNNERS else f"no runner for runtime '{runtime}'"
+    return probe(device)
+
+
+def _load_runner_modules() -> None:
+    # Importing a runner module registers it.
+    from edgekit.measure import _edgetpu, _litert, _onnxruntime, _openvino  # noqa: F401
+
+
+def open_runner(
+    runtime: str, path: str | Path, threads: int | None = None, device: str | None = None
+) -> Runner:
     """Load ``path`` in ``runtime``.
 
     Raises:
         UnknownNameError: no runner for ``runtime``.
         RuntimeUnavailableError: the runtime is not installed.
     """
-    # Importing a runner module registers it.
-    from edgekit.measure import _edgetpu, _litert, _onnxruntime, _openvino  # noqa: F401
-
+    _load_runner_modules()
     try:
         factory = _RUNNERS[runtime]
     except KeyError:
         raise UnknownNameError(
             f"unknown runtime '{runtime}'; known runtimes: {', '.join(sorted(_RUNNERS))}"
         ) from None
+    if device:
+        return factory(path, threads=threads, device=device)
     return factory(path, threads=threads)

@@ -132,7 +132,7 @@ def test_deploy_user_model_json(trained_tiny, tmp_path, capsys):
         (["deploy", "{tmp}/missing.keras", "--target", "cpu"], "does not exist"),
         (["deploy", "{tmp}/notamodel.keras", "--target", "cpu"], "is not a Keras model"),
         (["deploy", "{tmp}/weights.bin", "--target", "cpu"], "is not a Keras model"),
-        (["deploy", "--target", "corall"], "unknown target 'corall'; known targets: cpu"),
+        (["deploy", "--target", "corall"], "unknown target 'corall'; known targets: coral, cpu"),
         (["deploy", "{model}", "--target", "cpu", "--data", "{tmp}/emptydir"], "needs at least 2"),
         (["deploy", "{model}", "--target", "cpu", "--data", "{tmp}/badclasses"], "has no images"),
         (["deploy", "{model}", "--target", "cpu", "--max-drop", "-1"], "--max-drop must be 0..100"),
