@@ -6,6 +6,7 @@ from __future__ import annotations
 from edgekit.converters import edgetpu as _edgetpu  # noqa: F401
 from edgekit.converters import onnx as _onnx  # noqa: F401
 from edgekit.converters import openvino as _openvino  # noqa: F401
+from edgekit.converters import tensorrt as _tensorrt  # noqa: F401
 from edgekit.converters import tflite as _tflite  # noqa: F401
 from edgekit.converters._base import (
     Artifact,

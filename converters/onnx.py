@@ -121,6 +121,7 @@ class _OnnxQDQ(Converter):
     needs_calibration = True
     file_tag = "_int8"
     symmetric_activations = False
+    quantize_bias = True
 
     def convert(self, src: Any, out_dir: Path, options: ConvertOptions) -> Artifact:
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -150,6 +151,7 @@ class _OnnxQDQ(Converter):
                         extra_options={
                             "ActivationSymmetric": self.symmetric_activations,
                             "WeightSymmetric": True,
+                            "QuantizeBias": self.quantize_bias,
                         },
                     )
             except Exception as err:
@@ -182,4 +184,7 @@ class OnnxInt8Symmetric(_OnnxQDQ):
     format = "onnx_int8_trt"
     file_tag = "_int8_trt"
     symmetric_activations = True
+    # TensorRT's ONNX parser rejects DequantizeLinear of int32 data (quantized biases): keep
+    # biases in float and let TensorRT fuse them.
+    quantize_bias = False
     description = "ONNX int8 QDQ with symmetric scales (zero point 0) as TensorRT takes it"

@@ -77,7 +77,13 @@ def runtime_unavailable_reason(runtime: str, device: str | None = None) -> str |
 
 def _load_runner_modules() -> None:
     # Importing a runner module registers it.
-    from edgekit.measure import _edgetpu, _litert, _onnxruntime, _openvino  # noqa: F401
+    from edgekit.measure import (  # noqa: F401
+        _edgetpu,
+        _litert,
+        _onnxruntime,
+        _openvino,
+        _tensorrt,
+    )
 
 
 def open_runner(

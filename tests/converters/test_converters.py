@@ -19,7 +19,12 @@ def reference(trained_tiny, digits32) -> dict[str, Any]:
     return {"model": model, "probs": probs, "accuracy": accuracy(probs, digits32.y_test)}
 
 
-TESTED_ELSEWHERE = {"edgetpu": "tests/targets/test_edgetpu.py"}
+TESTED_ELSEWHERE = {
+    "edgetpu": "tests/targets/test_edgetpu.py",
+    "tensorrt_fp32": "tests/targets/test_tensorrt.py",
+    "tensorrt_fp16": "tests/targets/test_tensorrt.py",
+    "tensorrt_int8": "tests/targets/test_tensorrt.py",
+}
 
 
 class ConverterContract:
