@@ -11,7 +11,7 @@ STAMP := $(VENV)/.edgekit-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ios]"
 	touch $(STAMP)
 
 demo: $(STAMP)
