@@ -75,6 +75,7 @@ class DeployRequest:
     trust_model: bool = False
     use_cache: bool = True
     device: str | None = None
+    strict: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -183,6 +184,15 @@ def deploy(req: DeployRequest, progress: Progress | None = None) -> dict[str, An
     if req.device:
         # An explicit device must exist before any work starts.
         _check_requested_device(target, req.device)
+    if req.strict:
+        from edgekit.targets import target_availability
+
+        avail = target_availability(target)
+        if not (avail["build_all"] and (avail["run"] or req.device)):
+            raise RuntimeUnavailableError(
+                f"--strict: target {target.name} cannot be fully built and run here: "
+                + "; ".join(avail["reasons"])
+            )
 
     model, model_file, model_label = _load_model(req)
     out = Path(req.out) if req.out else Path("edgekit_out") / f"{model_label}-{target.name}"
@@ -277,9 +287,13 @@ def _deploy_into(
         data = load_dataset(req.data, shape)  # type: ignore[arg-type]
         classes = int(model.outputs[0].shape[-1])
         if classes != data.num_classes:
+            needs = [f for f in target.formats if get_converter(f).needs_calibration]
+            why = (
+                f" (target {target.name} also calibrates {', '.join(needs)} on it)" if needs else ""
+            )
             raise BadInputError(
-                f"model has {classes} outputs but data '{req.data}' has {data.num_classes} classes; "
-                "pass the data set the model was trained on"
+                f"model has {classes} outputs but data '{req.data}' has {data.num_classes} "
+                f"classes; pass --data with the data set the model was trained on{why}"
             )
 
     progress.step("evaluating the Keras reference on the held-out test split")

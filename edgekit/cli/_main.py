@@ -56,6 +56,11 @@ def cli() -> None:
     is_flag=True,
     help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail (before any work) instead of skipping formats or devices missing here.",
+)
 @click.option("--no-cache", is_flag=True, help="Retrain the default model even if cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def deploy(
@@ -69,6 +74,7 @@ def deploy(
     threads: int | None,
     device: str | None,
     trust_model: bool,
+    strict: bool,
     no_cache: bool,
     as_json: bool,
 ) -> None:
@@ -96,6 +102,7 @@ def deploy(
             trust_model=trust_model,
             use_cache=not no_cache,
             device=device,
+            strict=strict,
         ),
         CliProgress(),
     )
@@ -296,12 +303,144 @@ def models(as_json: bool, tiny: bool) -> None:
 
 
 @cli.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--platform",
+    "platform_name",
+    required=True,
+    type=click.Choice(["android", "ios"]),
+    help="Phone platform to package for.",
+)
+@click.option(
+    "--data",
+    "-d",
+    default="digits",
+    show_default=True,
+    help="Data for labels and int8 calibration (digits, a folder, or an .npz).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="labels.txt, one class name per line [default: the data set's classes].",
+)
+@click.option(
+    "--mean",
+    type=str,
+    default="0",
+    show_default=True,
+    help="Per-channel mean of raw 0-255 pixels (one value or comma-separated).",
+)
+@click.option(
+    "--std",
+    type=str,
+    default="255",
+    show_default=True,
+    help="Per-channel std of raw 0-255 pixels (one value or comma-separated).",
+)
+@click.option(
+    "--precision",
+    default=None,
+    help="android: int8 (default) or fp32; ios: fp16 (default) or fp32.",
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=Path("edgekit_out/package"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option(
+    "--trust-model",
+    is_flag=True,
+    help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def package(
+    model: Path | None,
+    platform_name: str,
+    data: str,
+    labels: Path | None,
+    mean: str,
+    std: str,
+    precision: str | None,
+    out: Path,
+    trust_model: bool,
+    as_json: bool,
+) -> None:
+    """Package MODEL (.keras, or a .tflite for android; default: the built-in model) for a phone
+    app, with labels, normalisation and the input spec embedded."""
+    from edgekit import package as pkg
+
+    mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
+    progress = CliProgress()
+    source: Any = model
+    if model is None:
+        from edgekit.data import load_dataset
+        from edgekit.deploy import DEFAULT_MODEL, build_default_model
+
+        size = DEFAULT_MODEL.input_size
+        source, cached = build_default_model(load_dataset(data, (size, size, 3)), progress)
+        source = cached or source
+    progress.step(f"packaging for {platform_name}")
+    kwargs: dict[str, Any] = {
+        "labels": labels,
+        "data": data,
+        "mean": mean_v,
+        "std": std_v,
+        "trust_model": trust_model,
+    }
+    if model is None:
+        from edgekit.deploy import DEFAULT_MODEL
+
+        kwargs["stem"] = f"default_{DEFAULT_MODEL.name}"
+    if precision:
+        kwargs["precision"] = precision
+    if platform_name == "android":
+        result = pkg.package_android(source, out, **kwargs)
+    else:
+        result = pkg.package_ios(source, out, **kwargs)
+    summary = {
+        "platform": result.platform,
+        "path": str(result.path),
+        "size_bytes": result.size_bytes,
+        "metadata": result.metadata,
+        "checks": result.checks,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    meta = result.metadata
+    click.echo(f"wrote {result.path} ({_size(result.size_bytes)})")
+    click.echo(f"labels: {len(meta.get('labels', []))}; normalization: {meta.get('normalization')}")
+
+
+def _floats(text: str, option: str) -> list[float] | float:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected numbers separated by commas, got '{text}'", param_hint=option
+        ) from None
+    if not values:
+        raise click.BadParameter(f"expected at least one number, got '{text}'", param_hint=option)
+    return values[0] if len(values) == 1 else values
+
+
+@cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--runs", type=int, default=100, show_default=True, help="Timed inferences.")
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed inferences first.")
 @click.option("--threads", type=int, default=None, help="Runtime threads [default: runtime's].")
 @click.option(
     "--device", default=None, help="Runtime device (OpenVINO CPU/NPU/GPU, Edge TPU usb:0)."
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Bearer token of an agent:// device [default: EDGEKIT_AGENT_TOKEN].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def bench(
@@ -310,6 +449,7 @@ def bench(
     warmup: int,
     threads: int | None,
     device: str | None,
+    token_file: Path | None,
     as_json: bool,
 ) -> None:
     """Time ARTIFACT (.tflite, .onnx, OpenVINO .xml, TensorRT .engine) in its runtime."""
@@ -317,7 +457,14 @@ def bench(
 
     if threads is not None and threads < 1:
         raise click.BadParameter(f"must be >= 1, got {threads}", param_hint="--threads")
-    result = bench_artifact(artifact, runs=runs, warmup=warmup, threads=threads, device=device)
+    if device and "://" in device:
+        from edgekit.measure.remote import bench_on_device
+
+        result = bench_on_device(
+            device, artifact, runs=runs, warmup=warmup, threads=threads, token_file=token_file
+        )
+    else:
+        result = bench_artifact(artifact, runs=runs, warmup=warmup, threads=threads, device=device)
     if as_json:
         print_json(result)
         return
@@ -388,6 +535,15 @@ def targets(as_json: bool) -> None:
             for r in rows
         ],
     )
+
+
+def _register_optional_commands() -> None:
+    from edgekit.cli._agent_cmd import agent_command
+
+    cli.add_command(agent_command)
+
+
+_register_optional_commands()
 
 
 def _route_native_stderr() -> None:

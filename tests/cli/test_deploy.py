@@ -75,7 +75,8 @@ def test_default_deploy_end_to_end(tmp_path):
     for fmt in ("onnx_int8", "openvino_int8"):
         assert by_format[fmt]["accuracy"] >= ref - 0.01
     for a in report["artifacts"]:
-        assert Path(a["path"]).is_file() and Path(a["path"]).stat().st_size == a["size_bytes"]
+        assert Path(a["path"]).is_file() and a["path"] in a["files"]
+        assert sum(Path(f).stat().st_size for f in a["files"]) == a["size_bytes"]
         for key in ("p50", "p90", "p99"):
             assert a["latency_ms"][key] > 0
         assert 0.0 <= a["top1_agreement"] <= 1.0

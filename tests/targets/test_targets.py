@@ -63,7 +63,7 @@ def test_schema_errors_name_the_key(data, expected):
 
 
 def test_unknown_target_lists_known():
-    with pytest.raises(UnknownNameError, match="known targets: coral, cpu, .*ncs2, npu"):
+    with pytest.raises(UnknownNameError, match=r"known targets: coral, cpu, .*ncs2, npu"):
         load_target("corall")
 
 
