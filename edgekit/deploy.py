@@ -20,6 +20,7 @@ import numpy as np
 
 from edgekit._io import sha256_file, staged_dir, write_json_atomic
 from edgekit.errors import BadInputError, RuntimeUnavailableError
+from edgekit.measure._bench import host_description
 
 log = logging.getLogger(__name__)
 
@@ -104,24 +105,6 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def host_info() -> dict[str, Any]:
-    """CPU model and core count of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "machine": platform.machine(),
-        "system": platform.system(),
-    }
 
 
 def build_default_model(
@@ -432,7 +415,7 @@ def _deploy_into(
                 "trust_model": req.trust_model,
             },
             "versions": versions(),
-            "host": host_info(),
+            "host": host_description(),
         }
     )
     write_json_atomic(stage / MANIFEST, manifest)

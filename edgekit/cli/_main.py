@@ -436,6 +436,13 @@ def _floats(text: str, option: str) -> list[float] | float:
 @click.option(
     "--device", default=None, help="Runtime device (OpenVINO CPU/NPU/GPU, Edge TPU usb:0)."
 )
+@click.option("--per-layer", is_flag=True, help="Per-layer times (OpenVINO, ONNX Runtime).")
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results database [default: ~/.cache/edgekit/results.sqlite].",
+)
 @click.option(
     "--token-file",
     type=click.Path(path_type=Path),
@@ -449,6 +456,8 @@ def bench(
     warmup: int,
     threads: int | None,
     device: str | None,
+    per_layer: bool,
+    db: Path | None,
     token_file: Path | None,
     as_json: bool,
 ) -> None:
@@ -464,7 +473,14 @@ def bench(
             device, artifact, runs=runs, warmup=warmup, threads=threads, token_file=token_file
         )
     else:
-        result = bench_artifact(artifact, runs=runs, warmup=warmup, threads=threads, device=device)
+        result = bench_artifact(
+            artifact, runs=runs, warmup=warmup, threads=threads, device=device, per_layer=per_layer
+        )
+    from edgekit.measure._store import record_measurement
+
+    result["record_id"] = record_measurement(
+        result, device=device if device and "://" in device else "local", db=db
+    )
     if as_json:
         print_json(result)
         return
@@ -484,6 +500,45 @@ def bench(
                 f"{result['load_ms']:.1f}",
                 f"{result['peak_rss_mb']:.0f}",
             ]
+        ],
+    )
+
+
+@cli.command()
+@click.option(
+    "--db",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results database [default: ~/.cache/edgekit/results.sqlite].",
+)
+@click.option("--artifact", "sha256", default=None, help="Only this artifact (sha256 or prefix).")
+@click.option("--device", default=None, help="Only this device (local, agent://..., ssh://...).")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
+def results(
+    db: Path | None, sha256: str | None, device: str | None, limit: int, as_json: bool
+) -> None:
+    """List stored measurements (every `edgekit bench`), newest first."""
+    from edgekit.measure._store import list_measurements
+
+    rows = list_measurements(db, sha256=sha256, device=device, limit=limit)
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "edgekit results",
+        ["id", "artifact", "sha256", "device", "runtime", "threads", "p50 ms"],
+        [
+            [
+                r["id"],
+                Path(r["artifact_path"] or "").name,
+                r["artifact_sha256"][:12],
+                r["device"],
+                f"{r['runtime']} {r['runtime_version'] or ''}".strip(),
+                r["settings"].get("threads"),
+                f"{r['p50_ms']:.3f}" if r["p50_ms"] is not None else "",
+            ]
+            for r in rows
         ],
     )
 

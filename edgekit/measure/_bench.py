@@ -93,6 +93,7 @@ def bench_artifact(
     threads: int | None = None,
     device: str | None = None,
     seed: int = 0,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
     """Measure one artifact locally.
 
@@ -103,6 +104,7 @@ def bench_artifact(
         threads: runtime threads (None: the runtime's default).
         device: runtime device (OpenVINO: CPU / NPU / GPU; Edge TPU: usb:0 / pci:0).
         seed: seed of the random input (latency does not depend on input values for CNNs).
+        per_layer: also report per-layer times where the runtime exposes them.
 
     Returns:
         ``latency_ms`` (p50, p90, p95, p99, mean, std, min, max), ``load_ms``, ``first_ms``,
@@ -117,7 +119,7 @@ def bench_artifact(
     sample = np.random.default_rng(seed).random(shape, dtype=np.float32)
     stats = measure_latency(runner, sample, runs=runs, warmup=warmup)
     d = stats.as_dict()
-    return {
+    out: dict[str, Any] = {
         "latency_ms": {k: d[k] for k in ("p50", "p90", "p95", "p99", "mean", "std", "min", "max")},
         "load_ms": d["load_ms"],
         "first_ms": d["first_ms"],
@@ -133,3 +135,37 @@ def bench_artifact(
             "input_shape": list(shape),
         },
     }
+    if per_layer:
+        out["per_layer"] = per_layer_times(
+            runtime, p, sample, runs=min(runs, 50), threads=threads, device=device
+        )
+    return out
+
+
+def per_layer_times(
+    runtime: str, path: Path, sample: np.ndarray, runs: int, threads: int | None, device: str | None
+) -> dict[str, Any]:
+    """Per-layer times from the runtime's own profiler, or a note saying why there are none.
+
+    Returns:
+        ``{"source": ..., "layers": [{"name", "type", "ms"}, ...], "sum_ms": ...}`` or
+        ``{"source": None, "note": ...}``.
+    """
+    if runtime == "openvino":
+        from edgekit.measure._openvino import openvino_layer_times
+
+        layers = openvino_layer_times(path, sample, runs, threads, device or "CPU")
+        source = "OpenVINO performance counters"
+    elif runtime == "onnxruntime":
+        from edgekit.measure._onnxruntime import onnxruntime_layer_times
+
+        layers = onnxruntime_layer_times(path, sample, runs, threads)
+        source = "ONNX Runtime profiler (kernel times)"
+    else:
+        return {
+            "source": None,
+            "note": f"the {runtime} Python runtime exposes no per-op profiler; "
+            "use `edgekit lut predict` for per-layer estimates from a look-up table",
+        }
+    layers.sort(key=lambda e: -e["ms"])
+    return {"source": source, "layers": layers, "sum_ms": round(sum(e["ms"] for e in layers), 5)}

@@ -91,3 +91,44 @@ def _probe(device: str | None) -> str | None:
     except ImportError:
         return "ONNX Runtime is not installed; pip install onnxruntime"
     return None
+
+
+def onnxruntime_layer_times(
+    path: str | Path, sample: np.ndarray, runs: int, threads: int | None = None
+) -> list[dict[str, Any]]:
+    """Per-node kernel times from ONNX Runtime's profiler, averaged over ``runs``."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        if threads:
+            opts.intra_op_num_threads = threads
+        with capture_native_stderr():
+            session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        name = session.get_inputs()[0].name
+        feed = {name: np.asarray(sample, dtype=np.float32)}
+        for _ in range(max(runs, 1)):
+            session.run(None, feed)
+        trace = Path(session.end_profiling())
+        events = json.loads(trace.read_text())
+    totals: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        node = ev["name"][: -len("_kernel_time")]
+        entry = totals.setdefault(
+            node, {"name": node, "type": ev.get("args", {}).get("op_name"), "us": 0.0}
+        )
+        entry["us"] += float(ev.get("dur", 0))
+    n = max(runs, 1)
+    return [
+        {"name": e["name"], "type": e["type"], "ms": round(e["us"] / n / 1e3, 5)}
+        for e in totals.values()
+    ]

@@ -142,3 +142,41 @@ def _probe(device: str | None) -> str | None:
 @register_runner("openvino")
 def _open(path: str | Path, threads: int | None = None, device: str = "CPU") -> OpenVINORunner:
     return OpenVINORunner(path, threads=threads, device=device.upper())
+
+
+def openvino_layer_times(
+    path: str | Path, sample: np.ndarray, runs: int, threads: int | None = None, device: str = "CPU"
+) -> list[dict[str, Any]]:
+    """Per-layer times from OpenVINO's performance counters, averaged over ``runs``.
+
+    A separate compiled model with PERF_COUNT on is used, so the end-to-end timing of the
+    main measurement is not disturbed by the counters.
+    """
+    import openvino as ov
+
+    config: dict[str, Any] = {"PERF_COUNT": True, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    if device.upper() == "CPU":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    with capture_native_stderr():
+        compiled = ov.Core().compile_model(str(path), device.upper(), config)
+    request = compiled.create_infer_request()
+    shape = tuple(int(d) for d in compiled.inputs[0].get_shape())
+    tensor = ov.Tensor(np.ascontiguousarray(np.asarray(sample, np.float32).reshape(shape)))
+    totals: dict[str, dict[str, Any]] = {}
+    for _ in range(max(runs, 1)):
+        request.infer({0: tensor})
+        for info in request.get_profiling_info():
+            if str(info.status).endswith("NOT_RUN"):
+                continue
+            entry = totals.setdefault(
+                info.node_name,
+                {"name": info.node_name, "type": info.node_type, "exec": info.exec_type, "us": 0.0},
+            )
+            entry["us"] += info.real_time.total_seconds() * 1e6
+    n = max(runs, 1)
+    return [
+        {"name": e["name"], "type": e["type"], "exec": e["exec"], "ms": round(e["us"] / n / 1e3, 5)}
+        for e in totals.values()
+    ]

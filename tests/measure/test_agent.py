@@ -145,7 +145,8 @@ def _start_agent(token_file: Path, folder: Path, *extra: str) -> Agent:
     argv = [
         sys.executable,
         "-m",
-        "edgekit.cli._agent_cmd",
+        "edgekit",
+        "agent",
         "--port",
         "0",
         "--token-file",
@@ -616,7 +617,7 @@ def test_local_artifact_is_checked_before_upload(tmp_path: Path) -> None:
 
 def _run_agent_command(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgekit.cli._agent_cmd", "--port", "0", *args],
+        [sys.executable, "-m", "edgekit", "agent", "--port", "0", *args],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

@@ -111,3 +111,47 @@ def test_side_by_side_counts_and_orders():
     assert fast.calls == slow.calls == 23 + 2 + 1  # timed + warm-up + first
     assert stats["fast"].p50 < stats["slow"].p50
     assert 0.9 <= stats["slow"].p50 <= 1.5
+
+
+@pytest.mark.parametrize(
+    "fmt, source", [("openvino_fp32", "OpenVINO"), ("onnx_fp32", "ONNX Runtime")]
+)
+def test_per_layer_times(artifacts, fmt, source, capsys):
+    code, out, err = _bench([str(artifacts[fmt]), "--json", "--runs", "10", "--per-layer"], capsys)
+    assert code == 0, err
+    pl = json.loads(out)["per_layer"]
+    assert pl["source"].startswith(source)
+    assert len(pl["layers"]) >= 5 and all(e["ms"] >= 0 for e in pl["layers"])
+    assert any(e["type"] in ("Convolution", "Conv", "FusedConv") for e in pl["layers"])
+    assert pl["sum_ms"] > 0
+
+
+def test_per_layer_on_litert_says_why_not(artifacts, capsys):
+    code, out, _ = _bench(
+        [str(artifacts["tflite_int8"]), "--json", "--runs", "5", "--per-layer"], capsys
+    )
+    assert code == 0
+    pl = json.loads(out)["per_layer"]
+    assert pl["source"] is None and "no per-op profiler" in pl["note"]
+
+
+def test_every_bench_is_stored_and_listed(artifacts, tmp_path, capsys):
+    db = tmp_path / "r.sqlite"
+    ids = []
+    for fmt in ("tflite_int8", "onnx_fp32"):
+        code, out, _ = _bench(
+            [str(artifacts[fmt]), "--json", "--runs", "5", "--db", str(db)], capsys
+        )
+        assert code == 0
+        ids.append(json.loads(out)["record_id"])
+    with pytest.raises(SystemExit) as e:
+        main(["results", "--db", str(db), "--json"])
+    rows = json.loads(capsys.readouterr()[0])
+    assert e.value.code == 0
+    assert [r["id"] for r in rows] == ids[::-1]
+    assert {r["runtime"] for r in rows} == {"litert", "onnxruntime"}
+    assert all(len(r["artifact_sha256"]) == 64 and r["p50_ms"] > 0 for r in rows)
+    sha = rows[0]["artifact_sha256"][:10]
+    with pytest.raises(SystemExit):
+        main(["results", "--db", str(db), "--json", "--artifact", sha])
+    assert len(json.loads(capsys.readouterr()[0])) == 1

@@ -25,7 +25,8 @@ def agent(tmp_path):
         [
             sys.executable,
             "-m",
-            "edgekit.cli._agent_cmd",
+            "edgekit",
+            "agent",
             "--port",
             "0",
             "--token-file",
