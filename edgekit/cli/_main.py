@@ -173,6 +173,11 @@ def _print_deploy(report: dict[str, Any]) -> None:
     click.echo(f"artifacts and manifest: {report['out_dir']}")
 
 
+def _cell(value: float | None, spec: str) -> str:
+    """A table cell; remote tools may not report every figure (adb: no p90/p99)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return ""
@@ -492,13 +497,9 @@ def bench(
         ["p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "load ms", "peak RSS MB"],
         [
             [
-                f"{lat['p50']:.3f}",
-                f"{lat['p90']:.3f}",
-                f"{lat['p99']:.3f}",
-                f"{lat['mean']:.3f}",
-                f"{lat['std']:.3f}",
-                f"{result['load_ms']:.1f}",
-                f"{result['peak_rss_mb']:.0f}",
+                *(_cell(lat.get(k), ".3f") for k in ("p50", "p90", "p99", "mean", "std")),
+                _cell(result.get("load_ms"), ".1f"),
+                _cell(result.get("peak_rss_mb"), ".0f"),
             ]
         ],
     )
@@ -594,8 +595,10 @@ def targets(as_json: bool) -> None:
 
 def _register_optional_commands() -> None:
     from edgekit.cli._agent_cmd import agent_command
+    from edgekit.cli._devices_cmd import devices_command
 
     cli.add_command(agent_command)
+    cli.add_command(devices_command)
 
 
 _register_optional_commands()

@@ -582,7 +582,8 @@ def test_device_uris_parse() -> None:
     with pytest.raises(BadInputError, match="must not carry credentials"):
         parse_device_uri(f"agent://{TOKEN}@127.0.0.1:1")
     for uri in ("ssh://pi@10.0.0.2", "adb://emulator-5554"):
-        with pytest.raises(RuntimeUnavailableError, match="transport is not implemented yet"):
+        # Routed to the ssh / adb transport, which checks the local file before connecting.
+        with pytest.raises(BadInputError, match=r"artifact 'x\.tflite' does not exist"):
             bench_on_device(uri, "x.tflite")
 
 

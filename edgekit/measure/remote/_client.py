@@ -472,22 +472,83 @@ def bench_on_device(
     token_file: str | Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    identity: str | Path | None = None,
+    known_hosts: str | Path | None = None,
+    python: str | None = None,
+    benchmark_binary: str | None = None,
 ) -> dict[str, Any]:
-    """Measure ``artifact_path`` on the device named by ``uri`` (the `--on URI` dispatcher).
+    """Measure ``artifact_path`` on the device named by ``uri`` (the `--device URI` dispatcher).
+
+    Args:
+        uri: ``agent://`` / ``agents://HOST[:PORT]``, ``ssh://USER@HOST[:PORT]`` or
+            ``adb://SERIAL``.
+        artifact_path, runs, warmup, threads, device, timeout_s, connect_timeout_s: as
+            ``bench_remote``.
+        token, token_file: the agent's token (agent:// only).
+        identity, known_hosts, python: as ``bench_ssh`` (ssh:// only; default from
+            $EDGEKIT_SSH_IDENTITY, $EDGEKIT_SSH_KNOWN_HOSTS, $EDGEKIT_SSH_PYTHON).
+        benchmark_binary: path of LiteRT's benchmark_model on the device (adb:// only;
+            default $EDGEKIT_ADB_BENCHMARK, else /data/local/tmp/benchmark_model).
 
     Returns:
-        bench JSON, as ``bench_remote``.
+        bench JSON plus ``device``, as ``bench_remote`` / ``bench_ssh`` / ``bench_adb``.
 
     Raises:
-        BadInputError: an unknown scheme or a malformed URI, and as ``bench_remote``.
-        RuntimeUnavailableError: ``ssh://`` and ``adb://`` (transports not implemented yet),
-            and as ``bench_remote``.
+        BadInputError: an unknown scheme, a malformed URI, an option that does not belong to
+            that scheme, and as the transport's function.
+        RuntimeUnavailableError: as the transport's function.
     """
     dev = parse_device_uri(uri)
-    if dev.scheme in ("ssh", "adb"):
-        raise RuntimeUnavailableError(
-            f"{dev.scheme}:// transport is not implemented yet; run `edgekit agent` on the "
-            f"device and use agent://HOST:PORT (through an SSH tunnel or adb forward)"
+    given = {
+        "token": token,
+        "token_file": token_file,
+        "identity": identity,
+        "known_hosts": known_hosts,
+        "python": python,
+        "benchmark_binary": benchmark_binary,
+    }
+    allowed = {
+        "agent": {"token", "token_file"},
+        "agents": {"token", "token_file"},
+        "ssh": {"identity", "known_hosts", "python"},
+        "adb": {"benchmark_binary"},
+    }[dev.scheme]
+    misplaced = sorted(k for k, v in given.items() if v is not None and k not in allowed)
+    if misplaced:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in misplaced)
+        raise BadInputError(
+            f"{names} does not apply to {dev.scheme}:// devices ('{uri}'); "
+            f"{_SCHEME_AUTH[dev.scheme]}"
+        )
+    if dev.scheme == "ssh":
+        from edgekit.measure.remote._ssh import bench_ssh
+
+        return bench_ssh(
+            dev,
+            artifact_path,
+            runs,
+            warmup,
+            threads,
+            device=device,
+            identity=identity,
+            known_hosts=known_hosts,
+            python=python,
+            connect_timeout_s=connect_timeout_s,
+            timeout_s=timeout_s,
+        )
+    if dev.scheme == "adb":
+        from edgekit.measure.remote._adb import bench_adb
+
+        return bench_adb(
+            dev,
+            artifact_path,
+            runs,
+            warmup,
+            threads,
+            device=device,
+            binary=benchmark_binary,
+            connect_timeout_s=connect_timeout_s,
+            timeout_s=timeout_s,
         )
     return bench_remote(
         dev,
@@ -501,3 +562,11 @@ def bench_on_device(
         timeout_s=timeout_s,
         connect_timeout_s=connect_timeout_s,
     )
+
+
+_SCHEME_AUTH = {
+    "agent": f"agents authenticate with a token ({TOKEN_ENV} or --token-file)",
+    "agents": f"agents authenticate with a token ({TOKEN_ENV} or --token-file)",
+    "ssh": "ssh:// logs in with a key (EDGEKIT_SSH_IDENTITY, ssh-agent or ~/.ssh/id_*)",
+    "adb": "adb:// goes through the local adb server (ANDROID_ADB_SERVER_PORT)",
+}
