@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit._native import capture_native_stderr
 from edgekit.errors import BadInputError, RuntimeUnavailableError
-from edgekit.measure._runner import register_runner
+from edgekit.measure._runner import predict_in_batches, register_runner
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +104,12 @@ class LiteRTRunner:
         return y.astype(np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        batch = self.input_shape[0]
-        outputs = []
-        for i in range(0, len(x), batch):
-            chunk = x[i : i + batch]
-            n = len(chunk)
-            if n < batch:  # pad the last chunk of a fixed-batch model
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        def infer(chunk: np.ndarray) -> np.ndarray:
             self.interpreter.set_tensor(self._in["index"], self._quantize_input(chunk))
             self.interpreter.invoke()
-            y = self.interpreter.get_tensor(self._out["index"])
-            outputs.append(self._dequantize_output(y)[:n])
-        return np.concatenate(outputs, axis=0)
+            return self._dequantize_output(self.interpreter.get_tensor(self._out["index"]))
+
+        return predict_in_batches(x, self.input_shape[0], infer)
 
     def prepare(self, x: np.ndarray) -> None:
         sample = np.asarray(x, dtype=np.float32)[: self.input_shape[0]]

@@ -10,7 +10,7 @@ import numpy as np
 
 from edgekit._native import capture_native_stderr
 from edgekit.errors import BadInputError, RuntimeUnavailableError
-from edgekit.measure._runner import register_probe, register_runner
+from edgekit.measure._runner import predict_in_batches, register_probe, register_runner
 
 
 class OnnxRuntimeRunner:
@@ -51,16 +51,11 @@ class OnnxRuntimeRunner:
         self._feed: dict[str, np.ndarray] = {}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        batch = self.input_shape[0]
-        outs = []
-        for i in range(0, len(x), batch):
-            chunk = x[i : i + batch]
-            n = len(chunk)
-            if n < batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-            outs.append(self.session.run(None, {self.input_name: chunk})[0][:n])
-        return np.concatenate(outs).astype(np.float32)
+        return predict_in_batches(
+            x,
+            self.input_shape[0],
+            lambda chunk: self.session.run(None, {self.input_name: chunk})[0],
+        )
 
     def prepare(self, x: np.ndarray) -> None:
         self._feed = {self.input_name: np.asarray(x, dtype=np.float32)[: self.input_shape[0]]}

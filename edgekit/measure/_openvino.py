@@ -12,7 +12,7 @@ import numpy as np
 
 from edgekit._native import capture_native_stderr
 from edgekit.errors import BadInputError, RuntimeUnavailableError
-from edgekit.measure._runner import register_probe, register_runner
+from edgekit.measure._runner import predict_in_batches, register_probe, register_runner
 
 
 class OpenVINORunner:
@@ -68,17 +68,10 @@ class OpenVINORunner:
             self.precision = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        batch = self.input_shape[0]
-        outs = []
-        for i in range(0, len(x), batch):
-            chunk = x[i : i + batch]
-            n = len(chunk)
-            if n < batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-            res = self.request.infer({0: chunk})
-            outs.append(np.asarray(res[self.compiled.outputs[0]])[:n])
-        return np.concatenate(outs).astype(np.float32)
+        output = self.compiled.outputs[0]
+        return predict_in_batches(
+            x, self.input_shape[0], lambda chunk: self.request.infer({0: chunk})[output]
+        )
 
     def prepare(self, x: np.ndarray) -> None:
         import openvino as ov

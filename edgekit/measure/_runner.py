@@ -34,6 +34,23 @@ class Runner(Protocol):
         ...
 
 
+def predict_in_batches(
+    x: np.ndarray, batch: int, infer: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """Run a fixed-batch model over ``x``: ``infer`` takes exactly ``batch`` images and
+    returns float outputs; the last chunk is padded by repeating its final image and the
+    padding rows are dropped."""
+    x = np.asarray(x, dtype=np.float32)
+    outputs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i : i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        outputs.append(np.asarray(infer(chunk), dtype=np.float32)[:n])
+    return np.concatenate(outputs, axis=0)
+
+
 RunnerFactory = Callable[..., Runner]
 _RUNNERS: dict[str, RunnerFactory] = {}
 

@@ -29,7 +29,7 @@ import numpy as np
 from edgekit._native import capture_native_stderr
 from edgekit.converters import tensorrt as trt_build
 from edgekit.errors import BadInputError, RuntimeUnavailableError
-from edgekit.measure._runner import register_probe, register_runner
+from edgekit.measure._runner import predict_in_batches, register_probe, register_runner
 
 log = logging.getLogger(__name__)
 
@@ -399,23 +399,19 @@ class TensorRTRunner:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != tuple(self.input_shape[1:]):
+            raise BadInputError(
+                f"input images of shape {x.shape[1:]} do not fit engine '{self.path}', "
+                f"which takes {tuple(self.input_shape[1:])}"
+            )
         batch = self.input_shape[0]
-        outs = []
-        for i in range(0, len(x), batch):
-            chunk = x[i : i + batch]
-            n = len(chunk)
-            if chunk.shape[1:] != self.input_shape[1:]:
-                raise BadInputError(
-                    f"input images of shape {chunk.shape[1:]} do not fit engine '{self.path}', "
-                    f"which takes {self.input_shape[1:]}"
-                )
-            if n < batch:  # pad the last chunk of a fixed-batch engine
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+
+        def infer(chunk: np.ndarray) -> np.ndarray:
             self._host[self.input_name][...] = chunk.astype(self.input_dtype)
             self._infer()
-            y = self._host[self.output_name].astype(np.float32)
-            outs.append(y.reshape(batch, -1)[:n])
-        return np.concatenate(outs, axis=0)
+            return self._host[self.output_name].astype(np.float32).reshape(batch, -1)
+
+        return predict_in_batches(x, batch, infer)
 
     def prepare(self, x: np.ndarray) -> None:
         sample = np.asarray(x, dtype=np.float32)[: self.input_shape[0]]

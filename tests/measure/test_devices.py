@@ -35,7 +35,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
     log = folder / "agent.log"
-    argv = [sys.executable, "-m", "edgekit.cli._agent_cmd", "--port", "0",
+    argv = [sys.executable, "-m", "edgekit", "agent", "--port", "0",
             "--token-file", str(token_file), "--scratch-dir", str(folder / "scratch")]  # fmt: skip
     with open(log, "wb") as err:
         proc = subprocess.Popen(
@@ -185,7 +185,7 @@ def test_bad_scheme_through_the_command_line(tmp_path: Path) -> None:
     path = tmp_path / "devices.toml"
     path.write_text('[[device]]\nname = "web"\nuri = "ftp://box"\n')
     proc = subprocess.run(
-        [sys.executable, "-m", "edgekit.cli._devices_cmd", "--devices-file", str(path), "--json"],
+        [sys.executable, "-m", "edgekit", "devices", "--devices-file", str(path), "--json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 2 and proc.stdout == ""

@@ -312,10 +312,20 @@ async def _make_remote_dir(conn: Any, where: str) -> str:
 async def _remove_remote_dir(conn: Any, folder: str) -> None:
     if not _REMOTE_DIR_RE.match(folder):  # never remove anything mktemp did not make
         return
-    try:
-        await conn.run(f"rm -rf -- {shlex.quote(folder)}", timeout=_CLEANUP_TIMEOUT_S)
-    except Exception:  # best effort: the connection may be gone; TMPDIR is cleaned at boot
-        pass
+    # Right after a kill the device may still be tearing the probe down, and a loaded
+    # device may refuse a new channel for a moment: check the folder is gone, retry once.
+    quoted = shlex.quote(folder)
+    for attempt in range(2):
+        try:
+            done = await conn.run(
+                f"rm -rf -- {quoted}; test ! -e {quoted}", timeout=_CLEANUP_TIMEOUT_S
+            )
+            if done.exit_status == 0:
+                return
+        except Exception:  # best effort: the connection may be gone; TMPDIR is cleaned at boot
+            if attempt:
+                return
+        await asyncio.sleep(0.5)
 
 
 def _probe_failure(settings: SSHSettings, status: int | None, stderr: str) -> EdgekitError:
