@@ -368,7 +368,7 @@ def predict_command(
         same = [n for n in list_profiles() if _precision_of(n) == precision]
         raise ProfileError(
             f"profile '{table['name']}' was measured in {table['precision']}, not {precision}; "
-            f"pass a {precision} profile" + (f" (shipped: {', '.join(same)})" if same else "")
+            f"pass an {precision} profile" + (f" (shipped: {', '.join(same)})" if same else "")
         )
     keras_model = load_model_spec(model, table.get("input_size"))
     result = predict_latency(keras_model, table, strict=not allow_missing)

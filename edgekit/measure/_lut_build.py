@@ -9,7 +9,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +212,9 @@ def measure_key(
     warmup_ms: float = WARMUP_MS,
     seed: int = 0,
 ) -> float:
-    """Convert and time the micro-model of ``key`` alone with LiteRT, in ms.
+    """Convert and time the micro-model of ``key`` alone with LiteRT: p50 in ms.
 
-    The lowest of ``rounds`` p50s, as a table entry is measured, but with the per-invoke
+    Measured as a table entry is (median of ``rounds`` p50s), but with the per-invoke
     overhead included (see :func:`build_lut` for entries without it).
     """
     work = Path(tempfile.mkdtemp(prefix="edgekit-lut-"))
@@ -245,6 +245,7 @@ def build_lut(
     input_size: int | None = None,
     grid: dict[str, Any] | None = None,
     references: Mapping[str, Any] | None = None,
+    held_out: Collection[str] = (),
     progress: Progress | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -252,19 +253,19 @@ def build_lut(
 
     Two phases: every micro-model is converted first, then all of them (and the empty model,
     whose latency is the per-invoke overhead) are timed in ``rounds`` alternating rounds.
-    Each entry is the lowest of its rounds' p50s (a burst of load from another process can
-    only raise a round) minus the empty model's; the overhead is recorded once as
-    ``overhead_ms`` and a prediction adds it once per model. The share of the CPUs other
-    processes used meanwhile is recorded as ``built.other_load`` (above 10% it is logged: a
-    busy machine inflates every entry).
+    Each entry is the median of its rounds' p50s minus the empty model's; the overhead is
+    recorded once as ``overhead_ms`` and a prediction adds it once per model. The share of
+    the CPUs other processes used meanwhile is recorded as ``built.other_load`` (a busy
+    machine inflates every entry).
 
     Whole reference models (normally the zoo models the grid came from) are timed in the
-    same rounds, each taken as its median round (the p50 that predictions are for). What a
-    sum of isolated ops misses in a whole model (weights that no longer
-    sit in cache between invocations, most of all the classifier's; activation buffers that
-    are not the ones just written) is one ratio, ``calibration.scale``: the median over the
-    references of (measured - overhead) / sum of entries. Predictions multiply the sum by it;
-    the per-model raw and calibrated errors are recorded with it.
+    same rounds, the same way. What a sum of isolated ops misses in a whole model (weights
+    that are no longer in cache between invocations, most of all the classifier's; buffers
+    that are not the ones just written) is one ratio, ``calibration.scale``: the median over
+    the references of (measured - overhead) / sum of entries. Predictions multiply the sum
+    by it. Every reference's measured, raw and calibrated latency is recorded with it;
+    references listed in ``held_out`` are timed and recorded but not fitted on, so that the
+    profile carries its own accuracy on models it was not calibrated with.
 
     Args:
         configs: layer keys to measure (duplicates are measured once).
@@ -277,6 +278,7 @@ def build_lut(
         input_size: the model input side the grid was derived for (recorded).
         grid: how the grid was derived (models, widths, classes), recorded as is.
         references: label -> Keras model, whole models to calibrate against (none: scale 1).
+        held_out: labels of ``references`` to time and report but not to fit the scale on.
         progress: called as ``progress(stage, done, total)``, stage ``convert`` or ``measure``.
         seed: data seed.
 
@@ -317,7 +319,7 @@ def build_lut(
         references.clear()  # the Keras models are no longer needed
         # Let the converter's thread pools go idle before anything is timed.
         time.sleep(0.5)
-        load_before = _cpu_counters()
+        load_before = cpu_counters()
         times, info = _time_models(
             paths,
             threads=threads,
@@ -327,14 +329,14 @@ def build_lut(
             seed=seed,
             progress=progress,
         )
-        other_load = _other_load(load_before, _cpu_counters())
+        busy = other_load(load_before, cpu_counters())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if other_load is not None and other_load > BUSY_WARNING:
+    if busy is not None and busy > BUSY_WARNING:
         log.info(
             "other processes kept %.0f%% of the CPUs busy while the table was timed; its "
             "entries are likely too high: build it again on an idle machine",
-            100 * other_load,
+            100 * busy,
         )
     overhead = times[empty]
     profile: dict[str, Any] = {
@@ -350,18 +352,23 @@ def build_lut(
             "runs": runs,
             "rounds": rounds,
             "warmup_ms": warmup_ms,
-            "statistic": "entries: lowest of the rounds' p50s; whole models: median",
-            "other_load": None if other_load is None else round(other_load, 3),
+            "statistic": "median of the rounds' p50s",
+            "other_load": None if busy is None else round(busy, 3),
             "seconds": round(time.time() - started, 1),
             "edgekit": _edgekit_version(),
         },
     }
-    profile["calibration"] = _calibrate(profile, ref_ops, {k: times[k] for k in ref_ops})
+    profile["calibration"] = _calibrate(
+        profile, ref_ops, {k: times[k] for k in ref_ops}, set(held_out)
+    )
     return profile
 
 
-def _cpu_counters() -> tuple[float, float, float] | None:
-    """(busy, total) jiffies of all CPUs and this process's own CPU seconds (Linux only)."""
+def cpu_counters() -> tuple[float, float, float] | None:
+    """(busy, total) jiffies of all CPUs and this process's own CPU seconds (Linux only).
+
+    Give two of them to :func:`other_load`. Busy includes the hypervisor's steal time.
+    """
     try:
         fields_ = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
         values = [int(v) for v in fields_]
@@ -373,10 +380,11 @@ def _cpu_counters() -> tuple[float, float, float] | None:
     return float(total - idle), float(total), own
 
 
-def _other_load(
+def other_load(
     before: tuple[float, float, float] | None, after: tuple[float, float, float] | None
 ) -> float | None:
-    """Fraction of all CPU time used by other processes between two :func:`_cpu_counters`."""
+    """Share of all CPU time used by other processes (or stolen by the hypervisor) between
+    two :func:`cpu_counters`; None where /proc/stat is not available."""
     if before is None or after is None:
         return None
     hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -420,29 +428,33 @@ def _time_models(
             shape = runner.input_shape  # type: ignore[attr-defined]
             sample = np.random.default_rng(seed + 1).random(shape, dtype=np.float32)
         runners[k] = (runner, sample)
-    # Entries: the lowest round (robust to bursts of load; their ratios are what matters).
-    # Whole models: the median round, the p50 that the calibration scale must reproduce.
     times = measure_alternating(
         runners,
         runs=runs,
         rounds=rounds,
         warmup_ms=warmup_ms,
-        combine=lambda k: "min" if isinstance(k, LayerKey) else "median",
         progress=progress,
     )
     return times, next(iter(runners.values()))[0].info()
 
 
 def _calibrate(
-    profile: dict[str, Any], ops: dict[str, list[ModelOp]], measured: dict[str, float]
+    profile: dict[str, Any],
+    ops: dict[str, list[ModelOp]],
+    measured: dict[str, float],
+    held_out: set[str] | None = None,
 ) -> dict[str, Any]:
     """The context scale and the reference models' errors before and after it."""
+    held_out = held_out or set()
     if not ops:
         return {"scale": 1.0, "models": []}
     table = LutTable(profile)
     overhead = float(profile["overhead_ms"])
-    sums = {label: sum_ops(op_list, table)[0] for label, op_list in ops.items()}
-    ratios = [(measured[k] - overhead) / sums[k] for k in ops if sums[k] > 0]
+    summed = {label: sum_ops(op_list, table) for label, op_list in ops.items()}
+    sums = {label: total for label, (total, _, _) in summed.items()}
+    gaps = {label: len(missing) for label, (_, _, missing) in summed.items()}
+    held_out = held_out | {label for label, n in gaps.items() if n}
+    ratios = [(measured[k] - overhead) / sums[k] for k in ops if sums[k] > 0 and k not in held_out]
     scale = float(np.median(ratios)) if ratios else 1.0
     if not 0.8 <= scale <= 1.25:
         log.info(
@@ -461,6 +473,8 @@ def _calibrate(
                 "predicted_ms": round(cal, 5),
                 "raw_error": round(raw / measured[label] - 1, 4),
                 "error": round(cal / measured[label] - 1, 4),
+                "fitted": label not in held_out,
+                **({"missing_layers": gaps[label]} if gaps[label] else {}),
             }
         )
     return {"scale": round(scale, 4), "models": models}

@@ -33,9 +33,11 @@ from edgekit.measure._lut_build import (
     SCHEMA,
     build_lut,
     convert_micro_model,
+    cpu_counters,
     device_fingerprint,
     measure_alternating,
     measure_key,
+    other_load,
 )
 from edgekit.measure._lut_grid import PRECISIONS, LayerKey, ModelOp, layer_key, model_ops, zoo_grid
 from edgekit.measure._lut_table import LayerEstimate, LutTable, sum_ops
@@ -52,6 +54,7 @@ __all__ = [
     "build_lut",
     "context_scale",
     "convert_micro_model",
+    "cpu_counters",
     "device_fingerprint",
     "layer_key",
     "list_profiles",
@@ -59,6 +62,7 @@ __all__ = [
     "measure_alternating",
     "measure_key",
     "model_ops",
+    "other_load",
     "predict_latency",
     "save_profile",
     "zoo_grid",
@@ -261,10 +265,17 @@ def predict_latency(
     _, per_layer, missing = sum_ops(model_ops(model, precision), table)
     if missing and strict:
         op, reason = missing[0]
+        side = profile.get("input_size")
+        shape = tuple(model.inputs[0].shape[1:3])
+        hint = (
+            f"the model takes {shape[0]}x{shape[1]} inputs, the profile was built for "
+            f"{side}x{side}: build one with `edgekit lut build --input-size {shape[0]}`"
+            if side and shape != (side, side)
+            else "build a profile that covers it with `edgekit lut build`"
+        )
         raise MissingLayerError(
             f"layer '{op.name}' of model '{model.name}': {reason} in profile "
-            f"'{profile.get('name', '?')}' (input size {profile.get('input_size')}); "
-            "build a profile that covers it with `edgekit lut build`"
+            f"'{profile.get('name', '?')}'; {hint}"
         )
     scale = context_scale(profile)
     for e in per_layer:

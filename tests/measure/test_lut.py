@@ -243,8 +243,15 @@ def test_shipped_profiles_load_and_cover_the_zoo() -> None:
         assert result.latency_ms > 0 and result.missing == []
 
 
-def test_cli_predict_json(tiny_profile: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("kind", ["zoo", "keras"])
+def test_cli_predict_json(
+    tiny_profile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
     spec = "zoo:mobilenet_v2_tiny?classes=10"
+    if kind == "keras":
+        from edgekit.models._io import save_keras_model
+
+        spec = str(save_keras_model(_tiny(), tmp_path / "tiny.keras"))
     code, out, err = _run(
         ["lut", "predict", spec, "--profile", str(tiny_profile), "--json"], capsys
     )
@@ -252,6 +259,8 @@ def test_cli_predict_json(tiny_profile: Path, capsys: pytest.CaptureFixture[str]
     r = json.loads(out)
     assert r["model"] == spec and r["latency_ms"] > 0 and r["missing"] == []
     assert r["precision"] == "int8" and len(r["per_layer"]) == r["layers"]
+    expected = predict_latency(_tiny(), tiny_profile).latency_ms
+    assert r["latency_ms"] == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -332,3 +341,22 @@ def test_every_micro_model_is_the_op_it_measures(op: str, tmp_path: Path) -> Non
         assert real == ["MUL", "ADD"]
     else:
         assert real == [expected.get(op, op.upper())]
+
+
+def test_calibration_scale_ignores_held_out_models() -> None:
+    from edgekit.measure._lut_build import _calibrate
+    from edgekit.measure._lut_grid import ModelOp
+
+    profile = _synthetic([(16, 32, 0.010), (32, 64, 0.040)])
+    small = [ModelOp("pw", LayerKey("conv", 16, 16, 16, 32))]
+    large = [ModelOp("pw", LayerKey("conv", 16, 16, 32, 64))]
+    # In context the small model runs 1.2x its entry, the large one 2x (held out).
+    measured = {"small": 0.001 + 1.2 * 0.010, "large": 0.001 + 2.0 * 0.040}
+    cal = _calibrate(profile, {"small": small, "large": large}, measured, {"large"})
+    assert cal["scale"] == pytest.approx(1.2)
+    rows = {m["model"]: m for m in cal["models"]}
+    assert rows["small"]["fitted"] and not rows["large"]["fitted"]
+    assert rows["small"]["error"] == pytest.approx(0, abs=1e-3)
+    assert rows["large"]["error"] == pytest.approx((0.001 + 1.2 * 0.04) / 0.081 - 1, abs=1e-3)
+    profile["calibration"] = cal
+    assert predict_latency(_one_conv(16, 32), profile).latency_ms == pytest.approx(0.013)
