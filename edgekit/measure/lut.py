@@ -209,8 +209,8 @@ class LutPrediction:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
-            "latency_ms": round(self.latency_ms, 4),
-            "overhead_ms": round(self.overhead_ms, 5),
+            "latency_ms": round(self.latency_ms, 6),
+            "overhead_ms": round(self.overhead_ms, 6),
             "profile": self.profile,
             "precision": self.precision,
             "scale": self.scale,
@@ -221,7 +221,7 @@ class LutPrediction:
                 {
                     "name": e.name,
                     "key": e.key,
-                    "ms": round(e.ms, 5),
+                    "ms": round(e.ms, 6),
                     "source": e.source,
                     **({"neighbours": e.neighbours} if e.neighbours else {}),
                 }

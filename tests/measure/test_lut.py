@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.cli._lut_cmd import lut_group
-from edgekit.cli._main import cli, main
+from edgekit.cli._main import main
 from edgekit.measure._lut_grid import OPS
 from edgekit.measure.lut import (
     SCHEMA,
@@ -24,9 +23,6 @@ from edgekit.measure.lut import (
     save_profile,
 )
 from edgekit.models import LayerCost, count_layers, create
-
-if "lut" not in cli.commands:  # the CLI registers it itself once wired in
-    cli.add_command(lut_group)
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
