@@ -94,6 +94,7 @@ class StepContext:
             they were clustered); steps read and add keys.
         notes: what the user should be told (a layer left in float, a layer skipped).
         progress: receives short status lines (the CLI shows them on stderr).
+        training_callbacks: makes Keras callbacks (a progress bar) for an ``epochs`` fit.
     """
 
     data: Dataset
@@ -103,6 +104,7 @@ class StepContext:
     state: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     progress: Callable[[str], None] | None = None
+    training_callbacks: Callable[[int], list[Any]] | None = None
 
     def say(self, message: str) -> None:
         """Report progress (no-op without a listener)."""
@@ -135,7 +137,8 @@ class StepContext:
             seed=self.seed,
             augment=augment,
         )
-        return train_model(model, self.data, cfg, callbacks=callbacks)
+        extra = self.training_callbacks(epochs) if self.training_callbacks else []
+        return train_model(model, self.data, cfg, callbacks=[*callbacks, *extra])
 
     def accuracy(self, model: Any, split: str = "val") -> float:
         """Top-1 accuracy of a Keras model on ``split`` ("val" or "test")."""
