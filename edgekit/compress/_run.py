@@ -97,10 +97,18 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _export_model(model: Any, ctx: StepContext) -> Any:
-    """The Keras model the converters take (a step may register a deployable twin)."""
-    export = ctx.state.get("export")
-    return export(model) if callable(export) else model
+def _export_model(model: Any) -> Any:
+    """The Keras model the converters take.
+
+    A binarized model is exported as its deployable twin: plain layers whose kernels are
+    the +-1 values and whose binarized inputs go through a sign op, which converts to TFLite
+    with identical predictions.
+    """
+    if any(type(layer).__module__ == "edgekit.compress.binary" for layer in model.layers):
+        from edgekit.compress.binary import binary_to_float_model
+
+        return binary_to_float_model(model)
+    return model
 
 
 def measure_models(
@@ -185,8 +193,7 @@ def compress(
         )
         model_path = save_keras_model(result, stage / f"{model_label}_{req.recipe.name}.keras")
         measured = measure_models(
-            {"reference": _export_model(model, StepContext(data=data)),
-             "result": _export_model(result, ctx)},
+            {"reference": _export_model(model), "result": _export_model(result)},
             data,
             req.recipe.measure,
             stage,
@@ -219,7 +226,7 @@ def compress(
                 "p50_ratio": round(res["latency_ms"]["p50"] / ref["latency_ms"]["p50"], 4),
             },
             "steps": records,
-            "state": _jsonable({k: v for k, v in ctx.state.items() if k != "export"}),
+            "state": _jsonable(ctx.state),
             "notes": list(ctx.notes),
             "seconds": round(time.perf_counter() - t0, 1),
         }

@@ -64,6 +64,7 @@ def measure_side_by_side(
     runs: int = 100,
     warmup: int = 10,
     rounds: int = 5,
+    round_warmup: int | None = None,
 ) -> dict[str, LatencyStats]:
     """Time several artifacts in alternating rounds so that they share the machine's state.
 
@@ -71,6 +72,10 @@ def measure_side_by_side(
     turn does ``runs / rounds`` timed runs. A change of load on the machine (another process,
     frequency scaling) then hits every artifact alike instead of whichever was measured last,
     which is what makes a comparison between them fair.
+
+    Switching runtimes lets the previous one's worker threads go to sleep and evicts caches,
+    so the first inferences of every round are slow; ``round_warmup`` untimed runs (default:
+    ``warmup // rounds``, at least 2) precede each round's timed runs.
 
     Returns:
         Latency statistics per key of ``runners``, over all of its timed runs.
@@ -80,6 +85,8 @@ def measure_side_by_side(
             f"runs and rounds must be >= 1 and warmup >= 0, got {runs}, {rounds}, {warmup}"
         )
     rounds = min(rounds, runs)
+    if round_warmup is None:
+        round_warmup = max(2, warmup // rounds)
     per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
     first: dict[str, float] = {}
     for key, runner in runners.items():
@@ -93,6 +100,8 @@ def measure_side_by_side(
     for n in per_round:
         for key, runner in runners.items():
             runner.prepare(sample)
+            for _ in range(round_warmup):
+                runner.run()
             times[key].append(_time_runs(runner, n))
     return {
         key: _stats(np.concatenate(times[key]), warmup, first[key], float(runners[key].load_ms))
