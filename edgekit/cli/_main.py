@@ -598,11 +598,13 @@ def _register_optional_commands() -> None:
     from edgekit.cli._compress_cmd import compress_command
     from edgekit.cli._devices_cmd import devices_command
     from edgekit.cli._lut_cmd import lut_group
+    from edgekit.cli._sensitivity_cmd import sensitivity_command
 
     cli.add_command(agent_command)
     cli.add_command(compress_command)
     cli.add_command(devices_command)
     cli.add_command(lut_group)
+    cli.add_command(sensitivity_command)
 
 
 _register_optional_commands()

@@ -78,6 +78,7 @@ class StepType:
     fn: Callable[..., Any]
     options: dict[str, Option]
     help: str
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -157,9 +158,15 @@ _STEPS: dict[str, StepType] = {}
 
 
 def register_step(
-    name: str, options: dict[str, Option], help: str = ""
+    name: str,
+    options: dict[str, Option],
+    help: str = "",
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(model, ctx, **options) -> model`` as recipe step ``name``.
+
+    ``check(options)``, when given, validates combinations of options (raising
+    BadInputError) when the recipe is loaded, before any step runs.
 
     Raises:
         DuplicateRegistrationError: ``name`` is already registered.
@@ -169,7 +176,7 @@ def register_step(
         if name in _STEPS:
             raise DuplicateRegistrationError(f"recipe step '{name}' is already registered")
         doc = help or next(iter((fn.__doc__ or "").strip().splitlines()), "")
-        _STEPS[name] = StepType(name=name, fn=fn, options=dict(options), help=doc)
+        _STEPS[name] = StepType(name=name, fn=fn, options=dict(options), help=doc, check=check)
         return fn
 
     return decorate
@@ -236,6 +243,11 @@ def check_options(step: StepType, given: dict[str, Any], where: str) -> dict[str
             out[key] = opt.default
             continue
         out[key] = _check_value(given[key], opt, f"{where}: {step.name}.{key}")
+    if step.check is not None:
+        try:
+            step.check(dict(out))
+        except BadInputError as err:
+            raise BadInputError(f"{where}: {err}") from err
     return out
 
 
