@@ -598,6 +598,7 @@ def _register_optional_commands() -> None:
     from edgekit.cli._compress_cmd import compress_command
     from edgekit.cli._devices_cmd import devices_command
     from edgekit.cli._lut_cmd import lut_group
+    from edgekit.cli._search_cmd import search_group
     from edgekit.cli._sensitivity_cmd import sensitivity_command
 
     cli.add_command(agent_command)
@@ -605,6 +606,7 @@ def _register_optional_commands() -> None:
     cli.add_command(devices_command)
     cli.add_command(lut_group)
     cli.add_command(sensitivity_command)
+    cli.add_command(search_group)
 
 
 _register_optional_commands()

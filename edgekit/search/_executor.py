@@ -1,0 +1,317 @@
+"""Where proposals are fine-tuned and evaluated: in this process, a local process pool, or
+(later) a Ray cluster.
+
+A proposal travels as a :class:`ProposalTask`: the path of the ``.keras`` file it is pruned
+from, the pruning plan, a seed and the training settings. Whoever runs it loads the file,
+prunes, fine-tunes for a fixed number of batches with that seed, evaluates on the validation
+split and saves the result beside the checkpoint, so the result does not depend on the
+executor (nor on the order in which workers finish).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.data import Dataset
+from edgekit.errors import BadInputError, EdgekitError, RuntimeUnavailableError
+
+log = logging.getLogger(__name__)
+
+RAY_INSTALL = "pip install 'ray[default]'"
+
+
+@dataclass(frozen=True)
+class ProposalTask:
+    """One proposal to build, fine-tune and evaluate.
+
+    Attributes:
+        index: position of the proposal in its iteration (results come back in this order).
+        model_path: the ``.keras`` file of the network it is pruned from.
+        plan: group name -> channels to keep (see :func:`edgekit.compress.prune_channels`).
+        out_path: where the fine-tuned proposal is saved.
+        seed: seeds every random choice of its fine-tuning.
+        steps: fine-tuning batches.
+        batch_size: images per batch.
+        learning_rate: initial learning rate (cosine decay over ``steps``).
+        criterion: channel importance, ``l1`` or ``l2``.
+        trust: the source file may hold code-carrying layers (see ``load_keras_model``).
+    """
+
+    index: int
+    model_path: str
+    plan: dict[str, int]
+    out_path: str
+    seed: int
+    steps: int
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    criterion: str = "l1"
+    trust: bool = False
+
+
+@dataclass(frozen=True)
+class ProposalResult:
+    """What running a :class:`ProposalTask` gave."""
+
+    index: int
+    accuracy: float
+    out_path: str
+    seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+# Up to this many batches are run eagerly: tracing Keras' training graph costs seconds, more
+# than that many eager steps of a small network.
+EAGER_STEPS = 20
+
+
+def fine_tune_steps(
+    model: Any,
+    data: Dataset,
+    steps: int,
+    *,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Train ``model`` for ``steps`` batches of the training split, with a fixed seed.
+
+    The short fine-tuning of a proposal: the optimizer, loss and learning-rate decay of
+    :func:`edgekit.train.train_model` (:func:`edgekit.train.compile_model`), counted in
+    batches rather than epochs, without augmentation (a few hundred batches are spent
+    recovering from the pruning, not learning invariances). Up to :data:`EAGER_STEPS`
+    batches run eagerly, more through ``model.fit``; either way the result depends only on
+    the model, the data, ``steps`` and ``seed``.
+
+    Returns:
+        ``{"loss": [...]}``: the mean training loss (one value).
+    """
+    if steps <= 0:
+        return {}
+    from edgekit._keras import tf
+    from edgekit.train import compile_model, set_seed
+
+    set_seed(seed)
+    n = len(data.x_train)
+    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat().batch(batch_size)
+    compile_model(model, learning_rate, steps)
+    if steps > EAGER_STEPS:
+        history = model.fit(ds.prefetch(2), steps_per_epoch=steps, epochs=1, verbose=0)
+        return {"loss": [float(history.history["loss"][-1])]}
+    losses = []
+    variables = model.trainable_variables
+    for x, y in ds.take(steps):
+        with tf.GradientTape() as tape:
+            loss = model.compiled_loss(
+                y, model(x, training=True), regularization_losses=model.losses
+            )
+        grads = tape.gradient(loss, variables)
+        model.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        losses.append(float(loss))
+    return {"loss": [float(np.mean(losses))]}
+
+
+def val_accuracy(model: Any, data: Dataset) -> float:
+    """Top-1 accuracy of a Keras model on the validation split (the test split if empty)."""
+    from edgekit.train import evaluate_probs
+
+    x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+    return float(np.mean(np.argmax(evaluate_probs(model, x), axis=1) == y))
+
+
+def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
+    """Prune, fine-tune, evaluate and save one proposal (what every executor runs)."""
+    from edgekit.compress import prune_channels
+    from edgekit.models._io import save_keras_model
+
+    t0 = time.perf_counter()
+    model = prune_channels(_source_model(task), task.plan, task.criterion)
+    history = fine_tune_steps(
+        model,
+        data,
+        task.steps,
+        batch_size=task.batch_size,
+        learning_rate=task.learning_rate,
+        seed=task.seed,
+    )
+    accuracy = val_accuracy(model, data)
+    save_keras_model(model, task.out_path)
+    del model
+    gc.collect()
+    return ProposalResult(
+        task.index, accuracy, task.out_path, round(time.perf_counter() - t0, 2), history
+    )
+
+
+# The last network proposals were pruned from: every proposal of an iteration reads the same
+# file, and pruning does not modify its source.
+_SOURCE: dict[str, Any] = {}
+
+
+def _source_model(task: ProposalTask) -> Any:
+    from edgekit.models._io import load_keras_model
+
+    stat = Path(task.model_path).stat()
+    key = f"{Path(task.model_path).absolute()}:{stat.st_mtime_ns}:{stat.st_size}:{task.trust}"
+    if _SOURCE.get("key") != key:
+        _SOURCE.clear()
+        _SOURCE.update(key=key, model=load_keras_model(task.model_path, trust=task.trust))
+    return _SOURCE["model"]
+
+
+class Executor:
+    """Runs proposal tasks; results come back in task order whatever finishes first.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    name = "base"
+
+    def start(self, data: Dataset) -> None:
+        """Make ``data`` available to the workers (called once before :meth:`map`)."""
+        raise NotImplementedError
+
+    def map(self, tasks: Sequence[ProposalTask]) -> list[ProposalResult]:
+        """Run every task; results in the order of ``tasks``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the workers."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class SerialExecutor(Executor):
+    """Runs every task in this process, one after the other."""
+
+    name = "serial"
+
+    def __init__(self) -> None:
+        self.data: Dataset | None = None
+
+    def start(self, data: Dataset) -> None:
+        self.data = data
+
+    def map(self, tasks: Sequence[ProposalTask]) -> list[ProposalResult]:
+        if self.data is None:
+            raise RuntimeError("SerialExecutor.start(data) was not called")
+        return [run_proposal(task, self.data) for task in tasks]
+
+
+_WORKER_DATA: list[Dataset] = []
+
+
+def _init_worker(data: Dataset) -> None:
+    # Runs once in each spawned worker: the data set is sent once, not with every task.
+    import edgekit  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+    _WORKER_DATA[:] = [data]
+
+
+def _run_in_worker(task: ProposalTask) -> ProposalResult:
+    return run_proposal(task, _WORKER_DATA[0])
+
+
+class LocalPoolExecutor(Executor):
+    """A local pool of ``workers`` processes (started with 'spawn': TensorFlow does not
+    survive a fork). The pool is started on the first :meth:`map` and reused."""
+
+    name = "process_pool"
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise BadInputError(f"--workers must be >= 1; got {workers}")
+        self.workers = workers
+        self.data: Dataset | None = None
+        self._pool: Any = None
+
+    def start(self, data: Dataset) -> None:
+        self.data = data
+
+    def map(self, tasks: Sequence[ProposalTask]) -> list[ProposalResult]:
+        import concurrent.futures
+        import multiprocessing
+
+        if self.data is None:
+            raise RuntimeError("LocalPoolExecutor.start(data) was not called")
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.data,),
+            )
+        try:
+            return list(self._pool.map(_run_in_worker, tasks))
+        except concurrent.futures.process.BrokenProcessPool as err:
+            self.close()
+            raise EdgekitError(
+                f"a proposal worker died ({err}); the last checkpoint is kept: continue with "
+                "--resume, or use fewer --workers if memory ran out"
+            ) from err
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor(Executor):
+    """Proposals on a Ray cluster (``--ray-address``). Not implemented yet.
+
+    The plan: one Ray task per proposal, the checkpoint folder on storage every node sees,
+    attached devices declared as Ray custom resources so each confirmation measurement runs
+    on the node that holds the device.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str) -> None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise RuntimeUnavailableError(f"Ray executor not available: {RAY_INSTALL}") from None
+        raise BadInputError(
+            f"--ray-address {address}: the Ray executor is not implemented yet; use "
+            "--workers N for a local process pool"
+        )
+
+
+def make_executor(workers: int = 1, ray_address: str | None = None) -> Executor:
+    """The executor for ``--workers`` / ``--ray-address``.
+
+    ``workers`` 1 runs proposals in this process; more starts a local process pool.
+
+    Raises:
+        BadInputError: ``workers`` < 1, or both a pool and Ray were asked for.
+        RuntimeUnavailableError: Ray was asked for and is not installed.
+    """
+    if ray_address:
+        if workers != 1:
+            raise BadInputError(
+                f"--workers {workers} and --ray-address {ray_address} exclude each other; "
+                "Ray decides where proposals run"
+            )
+        return RayExecutor(ray_address)
+    if workers < 1:
+        raise BadInputError(f"--workers must be >= 1; got {workers}")
+    return SerialExecutor() if workers == 1 else LocalPoolExecutor(workers)
+
+
+def executor_name(executor: Executor) -> str:
+    """A short description for reports."""
+    workers = getattr(executor, "workers", None)
+    return f"{executor.name}({workers})" if workers else executor.name

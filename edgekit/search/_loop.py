@@ -1,0 +1,496 @@
+"""The NetAdapt loop: iterations, proposals, the final fine-tuning and the width baseline,
+driven by a checkpointed state (see :mod:`edgekit.search.netadapt`)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit._io import write_json_atomic
+from edgekit.data import Dataset
+from edgekit.search._executor import (
+    Executor,
+    ProposalTask,
+    SerialExecutor,
+    executor_name,
+    val_accuracy,
+)
+from edgekit.search._options import (
+    CHART,
+    REPORT,
+    STATE,
+    IterationHook,
+    NetAdaptOptions,
+    Progress,
+    ZooSpec,
+    train_zoo_model,
+)
+from edgekit.search._report import netadapt_report, write_chart
+from edgekit.search._resources import Meter, get_resource
+from edgekit.search._schedule import (
+    derive_seed,
+    iteration_target,
+    largest_feasible,
+    meets,
+    resource_reduction,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Proposal:
+    """One network proposed in an iteration: a group and its kept channels."""
+
+    group: str
+    channels_before: int
+    channels_after: int
+    values: dict[str, float]
+    order: int
+    accuracy: float = float("nan")
+    path: str = ""
+    seed: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "channels_before": self.channels_before,
+            "channels_after": self.channels_after,
+            "resources": rounded(self.values),
+            "accuracy": round(self.accuracy, 6),
+            "seed": self.seed,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class Search:
+    """One run: its folder, its state, and how to evaluate and fine-tune."""
+
+    out: Path
+    state: dict[str, Any]
+    data: Dataset
+    meter: Meter
+    executor: Executor | None
+    say: Progress
+    training_callbacks: Callable[[int], list[Any]] | None
+    on_iteration: IterationHook | None
+    opts: NetAdaptOptions = field(init=False)
+    budget: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.opts = NetAdaptOptions.from_dict(self.state["options"])
+        self.budget = {b["resource"]: float(b["value"]) for b in self.state["budgets"]}
+
+    @property
+    def primary(self) -> str:
+        return self.opts.resources[0]
+
+    def run(self) -> dict[str, Any]:
+        executor = self.executor or SerialExecutor()
+        self.state["executor"] = executor_name(executor)
+        try:
+            if self.state["phase"] == "search":
+                executor.start(self.data)
+                self._search(executor)
+            if self.state["phase"] == "finetune":
+                self._final()
+            if self.state["phase"] == "baseline":
+                self._baseline()
+        finally:
+            executor.close()
+        report = netadapt_report(self.state, self.out)
+        write_json_atomic(self.out / REPORT, report)
+        try:
+            write_chart(report, self.out / CHART)
+        except Exception as err:  # a chart is a convenience; never lose the run over it
+            log.warning("chart not written: %s", err)
+        return report
+
+    # ------------------------------------------------------------------ iterations
+
+    def _search(self, executor: Executor) -> None:
+        from edgekit.models._io import load_keras_model
+
+        while self.state["phase"] == "search":
+            values = {k: float(v) for k, v in self.state["current"]["values"].items()}
+            if meets(values, self.budget):
+                self._end_search("budget_met", "every budget is met")
+                break
+            i = int(self.state["iteration"]) + 1
+            if i > self.opts.max_iterations:
+                self._end_search(
+                    "max_iterations",
+                    f"stopped after {self.opts.max_iterations} iterations before meeting the "
+                    "budget; raise --max-iterations or --init-fraction",
+                )
+                break
+            t0 = time.perf_counter()
+            model_path = self.out / self.state["current"]["model"]
+            model = load_keras_model(model_path, trust=self.state["trust_model"])
+            targets = self._targets(i, values)
+            self.say(
+                f"iteration {i}: target "
+                + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
+            )
+            proposals, unreachable = self._propose(model, values, targets)
+            del model
+            if not proposals:
+                self._end_search(
+                    "budget_unreachable",
+                    f"iteration {i}: no channel group can be pruned to reach "
+                    + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
+                    + " (the budget is below the smallest network pruning one group at a "
+                    "time reaches, or the step is too large: lower --init-fraction); "
+                    f"keeping the network of iteration {i - 1}",
+                )
+                break
+            record = self._evaluate(executor, i, model_path, proposals, targets, unreachable)
+            record["seconds"] = round(time.perf_counter() - t0, 2)
+            self.state["seconds"] = round(self.state["seconds"] + record["seconds"], 2)
+            self.state["history"].append(record)
+            self.state["iteration"] = i
+            write_state(self.out, self.state)
+            self._clean(i)
+            if self.on_iteration is not None:
+                self.on_iteration(record)
+
+    def _targets(self, i: int, values: dict[str, float]) -> dict[str, float]:
+        initial = self.state["initial"]
+        return {
+            r: iteration_target(
+                self.budget[r],
+                values[r],
+                resource_reduction(initial[r], i, self.opts.init_fraction, self.opts.decay),
+            )
+            for r in self.opts.resources
+        }
+
+    def _propose(
+        self, model: Any, values: dict[str, float], targets: dict[str, float]
+    ) -> tuple[list[Proposal], list[str]]:
+        from edgekit.compress import prunable_groups
+
+        groups = prunable_groups(model)
+        order = {g.name: n for n, g in enumerate(groups)}
+        shares = get_resource(self.primary).shares(model, self.meter)
+        share = {
+            g.name: sum(shares.get(name, 0.0) for name in {*g.producers, *g.consumers})
+            for g in groups
+        }
+        ranked = sorted(groups, key=lambda g: (-share[g.name], order[g.name]))
+        k = self.opts.proposals or len(groups)
+        proposals: list[Proposal] = []
+        unreachable: list[str] = []
+        for group in ranked:
+            if len(proposals) >= k:
+                break
+            found = self._fewest_removed(model, group, values, targets)
+            if found is None:
+                unreachable.append(group.name)
+                continue
+            kept, kept_values = found
+            proposals.append(
+                Proposal(group.name, group.channel_count, kept, kept_values, order[group.name])
+            )
+        return proposals, unreachable
+
+    def _fewest_removed(
+        self, model: Any, group: Any, values: dict[str, float], targets: dict[str, float]
+    ) -> tuple[int, dict[str, float]] | None:
+        return fewest_channels_removed(
+            model, group, targets, self.opts.resources, self.meter, self.opts.criterion, values
+        )
+
+    def _evaluate(
+        self,
+        executor: Executor,
+        i: int,
+        model_path: Path,
+        proposals: list[Proposal],
+        targets: dict[str, float],
+        unreachable: list[str],
+    ) -> dict[str, Any]:
+        folder = self.out / "proposals" / f"iter_{i:04d}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        tasks = []
+        for n, p in enumerate(proposals):
+            p.seed = derive_seed(self.opts.seed, "proposal", i, p.group)
+            tasks.append(
+                ProposalTask(
+                    index=n,
+                    model_path=str(model_path),
+                    plan={p.group: p.channels_after},
+                    out_path=str(folder / f"p{n:03d}_{p.group}.keras"),
+                    seed=p.seed,
+                    steps=self.opts.short_steps,
+                    batch_size=self.opts.batch_size,
+                    learning_rate=self.opts.learning_rate,
+                    criterion=self.opts.criterion,
+                    trust=bool(self.state["trust_model"]),
+                )
+            )
+        self.say(
+            f"  fine-tuning {len(tasks)} proposal(s) for {self.opts.short_steps} batches: "
+            + ", ".join(f"{p.group} {p.channels_before}->{p.channels_after}" for p in proposals)
+        )
+        for p, r in zip(proposals, executor.map(tasks), strict=True):
+            p.accuracy, p.path, p.seconds = r.accuracy, r.out_path, r.seconds
+        best = min(proposals, key=lambda p: (-p.accuracy, p.values[self.primary], p.order))
+        net = Path("nets") / f"net_{i:04d}.keras"
+        (self.out / "nets").mkdir(exist_ok=True)
+        Path(best.path).replace(self.out / net)
+        measured = None
+        if "latency" in self.opts.resources and self.meter.can_measure:
+            from edgekit.models._io import load_keras_model
+
+            chosen = load_keras_model(self.out / net, trust=self.state["trust_model"])
+            measured = self.meter.measure_ms(chosen, stem=f"net_{i:04d}")
+        predicted = best.values.get("latency") if self.meter.profile is not None else None
+        record = {
+            "iteration": i,
+            "group": best.group,
+            "channels_before": best.channels_before,
+            "channels_after": best.channels_after,
+            "filters_removed": best.channels_before - best.channels_after,
+            "targets": rounded(targets),
+            "resources": rounded(best.values),
+            "latency_ms_predicted": round_or_none(predicted),
+            "latency_ms_measured": round_or_none(measured),
+            "accuracy": round(best.accuracy, 6),
+            "model": str(net),
+            "proposals": [p.as_dict() for p in proposals],
+            "unreachable": unreachable,
+        }
+        self.state["current"] = {"model": str(net), "values": dict(best.values)}
+        self.state["seeds"].setdefault("proposals", {})[str(i)] = {
+            p.group: p.seed for p in proposals
+        }
+        self.say(
+            f"  chose {best.group} {best.channels_before}->{best.channels_after}: val accuracy "
+            f"{best.accuracy:.4f}, "
+            + ", ".join(f"{r} {get_resource(r).format(v)}" for r, v in best.values.items())
+            + (f" (measured {measured:.3f} ms)" if measured is not None else "")
+        )
+        return record
+
+    def _clean(self, i: int) -> None:
+        shutil.rmtree(self.out / "proposals", ignore_errors=True)
+        keep = self.out / self.state["current"]["model"]
+        for old in (self.out / "nets").glob("net_*.keras"):
+            if old != keep:
+                old.unlink(missing_ok=True)
+
+    def _end_search(self, status: str, message: str) -> None:
+        self.state["status"] = status
+        self.state["message"] = message
+        self.state["phase"] = "finetune"
+        write_state(self.out, self.state)
+        self.say(f"search ended ({status}): {message}")
+
+    # ------------------------------------------------------------------ the end
+
+    def _final(self) -> None:
+        from edgekit.models._io import load_keras_model, save_keras_model
+        from edgekit.train import TrainConfig, train_model
+
+        t0 = time.perf_counter()
+        model = load_keras_model(
+            self.out / self.state["current"]["model"], trust=self.state["trust_model"]
+        )
+        epochs = self.opts.long_epochs
+        if epochs > 0:
+            seed = derive_seed(self.opts.seed, "long")
+            self.state["seeds"]["long"] = seed
+            self.say(f"fine-tuning the result for {epochs} epoch(s)")
+            callbacks = self.training_callbacks(epochs) if self.training_callbacks else []
+            cfg = TrainConfig(
+                epochs=epochs,
+                batch_size=self.opts.batch_size,
+                learning_rate=self.opts.long_learning_rate,
+                seed=seed,
+            )
+            train_model(model, self.data, cfg, callbacks=callbacks)
+        path = save_keras_model(model, self.out / "result.keras")
+        self.state["result"] = describe(model, self.data, self.meter, "result", path, self.say)
+        self.state["result"]["values"] = rounded(
+            resource_values(model, self.opts.resources, self.meter) or {}
+        )
+        self.state["seconds"] = round(self.state["seconds"] + time.perf_counter() - t0, 2)
+        self.state["phase"] = "baseline" if self._wants_baseline() else "done"
+        write_state(self.out, self.state)
+
+    def _wants_baseline(self) -> bool:
+        return bool(self.opts.baseline and self.state.get("zoo"))
+
+    def baseline_epochs(self) -> int:
+        """Epochs the NetAdapt result's weights saw: the reference's training, the short
+        fine-tunings of its chain of chosen proposals, and the long fine-tuning."""
+        zoo = self.state["zoo"] or {}
+        steps_per_epoch = math.ceil(len(self.data.x_train) / self.opts.batch_size)
+        short = len(self.state["history"]) * self.opts.short_steps
+        return (
+            int(zoo.get("train_epochs", 0))
+            + self.opts.long_epochs
+            + math.ceil(short / steps_per_epoch)
+        )
+
+    def _baseline(self) -> None:
+        from edgekit.models._io import save_keras_model
+
+        zoo = ZooSpec(**self.state["zoo"])
+        epochs = self.baseline_epochs()
+        done = {round(e["multiplier"], 6) for e in self.state["width_baseline"]}
+        for multiplier in self.opts.baseline_widths:
+            if round(multiplier, 6) in done:
+                continue
+            t0 = time.perf_counter()
+            width = round(zoo.width * multiplier, 6)
+            self.say(f"baseline: {zoo.name} width {width:g}, {epochs} epochs")
+            seed = derive_seed(self.opts.seed, "baseline", width)
+            spec = ZooSpec(zoo.name, width, zoo.input_size, epochs)
+            callbacks = self.training_callbacks(epochs) if self.training_callbacks else []
+            model = train_zoo_model(spec, self.data, seed, self.opts.batch_size, callbacks)
+            path = save_keras_model(model, self.out / "baseline" / f"width_{width:g}.keras")
+            entry = describe(model, self.data, self.meter, f"width_{width:g}", path, self.say)
+            entry.update(
+                {
+                    "width": width,
+                    "multiplier": multiplier,
+                    "epochs": epochs,
+                    "seed": seed,
+                    "values": rounded(
+                        resource_values(model, self.opts.resources, self.meter) or {}
+                    ),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
+            self.state["width_baseline"].append(entry)
+            self.state["seconds"] = round(self.state["seconds"] + entry["seconds"], 2)
+            write_state(self.out, self.state)
+        self.state["phase"] = "done"
+        write_state(self.out, self.state)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def fewest_channels_removed(
+    model: Any,
+    group: Any,
+    targets: dict[str, float],
+    resources: Sequence[str],
+    meter: Meter,
+    criterion: str = "l1",
+    values: dict[str, float] | None = None,
+) -> tuple[int, dict[str, float]] | None:
+    """The most channels ``group`` can keep while ``model`` meets every target.
+
+    Kept counts are multiples of the group's divisor, below its current count; the
+    channels kept are those with the largest filter norms (``criterion``). The answer was
+    evaluated: its resources, as ``meter`` evaluates them (the latency table's prediction,
+    not a guess), meet every target.
+
+    Args:
+        model: the current network.
+        group: a :class:`edgekit.compress.PrunableGroup` of ``model``.
+        targets: resource name -> the value to reach.
+        resources: the resources to evaluate (every key of ``targets``).
+        meter: evaluates them.
+        criterion: ``l1`` or ``l2``.
+        values: ``model``'s own resources, if known (spares an evaluation).
+
+    Returns:
+        ``(kept channels, resources of the pruned network)``, or None when even the fewest
+        channels do not reach the targets (or cannot be evaluated).
+    """
+    from edgekit.compress import prune_channels
+
+    step = group.divisor
+    counts = list(range(step, group.channel_count, step))
+    if not counts:
+        return None
+    if values is None:
+        values = resource_values(model, resources, meter)
+        if values is None:
+            return None
+
+    def evaluate(index: int) -> dict[str, float] | None:
+        pruned = prune_channels(model, {group.name: counts[index]}, criterion)
+        return resource_values(pruned, resources, meter)
+
+    found = largest_feasible(len(counts), evaluate, targets, values)
+    if found is None:
+        return None
+    index, kept_values = found
+    return counts[index], dict(kept_values)
+
+
+def sayer(progress: Progress | None) -> Progress:
+    def say(message: str) -> None:
+        log.info(message)
+        if progress is not None:
+            progress(message)
+
+    return say
+
+
+def resource_values(model: Any, resources: Sequence[str], meter: Meter) -> dict[str, float] | None:
+    """Each resource of ``model``, or None if one cannot be evaluated."""
+    out: dict[str, float] = {}
+    for name in resources:
+        value = get_resource(name).fn(model, meter)
+        if value is None:
+            return None
+        out[name] = float(value)
+    return out
+
+
+def describe(
+    model: Any, data: Dataset, meter: Meter, stem: str, path: Path, say: Progress
+) -> dict[str, Any]:
+    """Accuracy, cost and latency of one network, measured the same way for every one."""
+    from edgekit.models import count_model
+    from edgekit.search._resources import BYTES_PER_WEIGHT
+    from edgekit.train import evaluate_probs
+
+    cost = count_model(model)
+    test_acc = float(np.mean(np.argmax(evaluate_probs(model, data.x_test), axis=1) == data.y_test))
+    predicted = meter.predict_ms(model)
+    measured = None
+    if meter.can_measure:
+        say(f"measuring {stem} ({meter.format}, LiteRT, {meter.threads or 'default'} threads)")
+        measured = meter.measure_ms(model, stem=stem, fresh=True)  # keep its artifact
+    return {
+        "latency_ms": round_or_none(measured if measured is not None else predicted),
+        "latency_ms_predicted": round_or_none(predicted),
+        "latency_ms_measured": round_or_none(measured),
+        "accuracy": round(test_acc, 6),
+        "val_accuracy": round(val_accuracy(model, data), 6),
+        "macs": int(cost.macs),
+        "params": int(cost.params),
+        "size_bytes": int(cost.params * BYTES_PER_WEIGHT[meter.precision]),
+        "model": str(Path(path).absolute()),
+    }
+
+
+def round_or_none(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 6)
+
+
+def rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in values.items()}
+
+
+def write_state(out: Path, state: dict[str, Any]) -> None:
+    write_json_atomic(out / STATE, state)

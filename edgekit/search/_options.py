@@ -1,0 +1,184 @@
+"""NetAdapt's options, the files of its output folder, and the zoo reference it may start from."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from edgekit.data import Dataset
+from edgekit.errors import BadInputError
+from edgekit.search._resources import Budget, get_resource, parse_budget
+
+STATE = "netadapt_state.json"
+REPORT = "netadapt.json"
+CHART = "netadapt.png"
+STATE_SCHEMA = "edgekit.netadapt-state/1"
+STATUSES = ("budget_met", "budget_unreachable", "max_iterations")
+
+
+@dataclass
+class NetAdaptOptions:
+    """What a NetAdapt search does.
+
+    Attributes:
+        resources: constrained resources, the primary one first (``latency``, ``macs``,
+            ``size``).
+        budgets: one budget per resource: ``0.5x`` (of the reference) or absolute (``4ms``,
+            ``2M``, ``300KB``); see :func:`edgekit.search.parse_budget`.
+        proposals: K, the proposals fine-tuned per iteration; None for every prunable group.
+        short_steps: fine-tuning batches per proposal.
+        long_epochs: fine-tuning epochs of the final network.
+        init_fraction: ΔR_1 as a share of the reference's resource.
+        decay: ΔR_{i+1} / ΔR_i.
+        max_iterations: stop after this many iterations.
+        batch_size: training batch size.
+        learning_rate: initial learning rate of the short fine-tuning.
+        long_learning_rate: initial learning rate of the long fine-tuning.
+        criterion: channel importance: ``l1`` (the paper's) or ``l2``.
+        seed: fixes every random choice.
+        measure: measure latency where the target can be measured here (the reference, each
+            chosen network when latency is a resource, the result, the baseline).
+        measure_runs: timed inferences per measurement.
+        baseline: also train and measure the width-multiplier baseline (needs a zoo model).
+        baseline_widths: width multipliers of the baseline, relative to the reference's width.
+    """
+
+    resources: tuple[str, ...] = ("latency",)
+    budgets: tuple[str, ...] = ("0.5x",)
+    proposals: int | None = None
+    short_steps: int = 100
+    long_epochs: int = 5
+    init_fraction: float = 0.1
+    decay: float = 0.9
+    max_iterations: int = 50
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    long_learning_rate: float = 1e-3
+    criterion: str = "l1"
+    seed: int = 0
+    measure: bool = True
+    measure_runs: int = 50
+    baseline: bool = False
+    baseline_widths: tuple[float, ...] = (1.0, 0.75, 0.5, 0.35)
+
+    def check(self) -> list[Budget]:
+        """Validate every option and parse the budgets.
+
+        Raises:
+            BadInputError: the first bad option, with the value received and what is allowed.
+        """
+        from edgekit.compress import CRITERIA
+
+        self.resources = tuple(self.resources)
+        self.budgets = tuple(str(b) for b in self.budgets)
+        self.baseline_widths = tuple(float(w) for w in self.baseline_widths)
+        if not self.resources:
+            raise BadInputError("no --resource given; pass latency, macs or size")
+        for name in self.resources:
+            get_resource(name)
+        if len(set(self.resources)) != len(self.resources):
+            raise BadInputError(f"--resource names a resource twice: {', '.join(self.resources)}")
+        if len(self.budgets) != len(self.resources):
+            raise BadInputError(
+                f"{len(self.resources)} resource(s) ({', '.join(self.resources)}) but "
+                f"{len(self.budgets)} budget(s) ({', '.join(self.budgets) or 'none'}); give one "
+                "--budget per --resource, in the same order"
+            )
+
+        def need(ok: bool, option: str, value: Any, allowed: str) -> None:
+            if not ok:
+                raise BadInputError(f"{option} must be {allowed}; got {value!r}")
+
+        need(
+            self.proposals is None or (_is_int(self.proposals) and self.proposals >= 1),
+            "--proposals",
+            self.proposals,
+            "an integer >= 1",
+        )
+        need(_is_int(self.short_steps) and self.short_steps >= 0, "--short-steps", self.short_steps, "an integer >= 0")  # fmt: skip
+        need(_is_int(self.long_epochs) and self.long_epochs >= 0, "--long-epochs", self.long_epochs, "an integer >= 0")  # fmt: skip
+        need(_is_num(self.init_fraction) and 0 < self.init_fraction <= 1, "--init-fraction", self.init_fraction, "a number in (0, 1]")  # fmt: skip
+        need(_is_num(self.decay) and 0 < self.decay <= 1, "--decay", self.decay, "a number in (0, 1]")  # fmt: skip
+        need(_is_int(self.max_iterations) and self.max_iterations >= 1, "--max-iterations", self.max_iterations, "an integer >= 1")  # fmt: skip
+        need(_is_int(self.batch_size) and self.batch_size >= 1, "--batch-size", self.batch_size, "an integer >= 1")  # fmt: skip
+        for name in ("learning_rate", "long_learning_rate"):
+            value = getattr(self, name)
+            need(_is_num(value) and value > 0, name, value, "a number > 0")
+        need(self.criterion in CRITERIA, "criterion", self.criterion, f"one of {', '.join(CRITERIA)}")  # fmt: skip
+        need(_is_int(self.seed), "--seed", self.seed, "an integer")
+        need(_is_int(self.measure_runs) and self.measure_runs >= 1, "measure_runs", self.measure_runs, "an integer >= 1")  # fmt: skip
+        need(
+            bool(self.baseline_widths) and all(0 < w <= 4 for w in self.baseline_widths),
+            "--baseline-widths",
+            self.baseline_widths,
+            "width multipliers in (0, 4]",
+        )
+        return [parse_budget(b, r) for r, b in zip(self.resources, self.budgets, strict=True)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetAdaptOptions:
+        """Inverse of :meth:`as_dict`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**values)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float | np.number) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """Where the reference came from when it is a zoo model (what the baseline rebuilds).
+
+    Attributes:
+        name: registered zoo name (``mobilenet_v2``).
+        width: the reference's width multiplier.
+        input_size: square input side.
+        train_epochs: epochs the reference was trained for.
+    """
+
+    name: str
+    width: float = 1.0
+    input_size: int = 32
+    train_epochs: int = 10
+
+
+def train_zoo_model(
+    zoo: ZooSpec,
+    data: Dataset,
+    seed: int = 0,
+    batch_size: int = 32,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """Build the zoo model ``zoo`` for ``data`` and train it ``zoo.train_epochs`` epochs.
+
+    The same recipe trains the width-multiplier baseline, so that both start alike.
+    """
+    from edgekit.models import create
+    from edgekit.train import TrainConfig, set_seed, train_model
+
+    set_seed(seed)  # the initial weights too
+    model = create(
+        zoo.name, input_shape=data.input_shape, classes=data.num_classes, width=zoo.width
+    )
+    if zoo.train_epochs > 0:
+        cfg = TrainConfig(epochs=zoo.train_epochs, batch_size=batch_size, seed=seed)
+        train_model(model, data, cfg, callbacks=list(callbacks))
+    return model
+
+
+Progress = Callable[[str], None]
+IterationHook = Callable[[dict[str, Any]], None]

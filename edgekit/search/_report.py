@@ -1,0 +1,143 @@
+"""The NetAdapt report and chart: accuracy against latency (or the primary resource) for every
+iteration, the reference, the result and the width-multiplier baseline."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from edgekit._io import write_bytes_atomic
+from edgekit.search._options import CHART
+from edgekit.search._resources import get_resource
+
+
+def _x_of(point: dict[str, Any], axis: str) -> float | None:
+    if axis == "latency":
+        for key in ("latency_ms_measured", "latency_ms_predicted", "latency_ms"):
+            if point.get(key) is not None:
+                return float(point[key])
+        return None
+    for key in ("resources", "values"):
+        if axis in (point.get(key) or {}):
+            return float(point[key][axis])
+    value = point.get({"macs": "macs", "size": "size_bytes"}.get(axis, axis))
+    return None if value is None else float(value)
+
+
+def chart_axis(report: dict[str, Any]) -> str:
+    """``latency`` when the reference has a latency (predicted or measured), else the
+    primary resource."""
+    if (report.get("reference") or {}).get("latency_ms") is not None:
+        return "latency"
+    return str(report["resources"][0])
+
+
+def write_chart(report: dict[str, Any], path: str | Path) -> Path:
+    """Write the accuracy-vs-resource chart of a NetAdapt report as a PNG, atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    axis = chart_axis(report)
+    fig = Figure(figsize=(8, 5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ref, result = report.get("reference") or {}, report.get("result") or {}
+    chain = [(ref, ref.get("val_accuracy"))] + [
+        (it, it.get("accuracy")) for it in report.get("iterations", [])
+    ]
+    xs = [_x_of(p, axis) for p, _ in chain]
+    pts = [(x, y) for x, (_, y) in zip(xs, chain, strict=True) if x is not None and y is not None]
+    if pts:
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            "o-",
+            color="tab:blue",
+            markersize=4,
+            label="NetAdapt iterations (val. accuracy after short fine-tuning)",
+        )
+    for point, style, label in (
+        (ref, "s", "reference (test accuracy)"),
+        (result, "*", "NetAdapt result (test accuracy)"),
+    ):
+        x = _x_of(point, axis) if point else None
+        if x is not None and point.get("accuracy") is not None:
+            ax.plot([x], [point["accuracy"]], style, markersize=11, label=label)
+    base = [
+        (_x_of(e, axis), e.get("accuracy"), e.get("width"))
+        for e in report.get("width_baseline", [])
+    ]
+    base = [b for b in base if b[0] is not None and b[1] is not None]
+    if base:
+        base.sort()
+        ax.plot(
+            [b[0] for b in base],
+            [b[1] for b in base],
+            "d--",
+            color="tab:gray",
+            label="width multipliers (test accuracy)",
+        )
+        for x, y, w in base:
+            ax.annotate(f"{w:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for name, b in (report.get("budget") or {}).items():
+        if name == axis:
+            ax.axvline(b["value"], color="tab:red", linestyle=":", label=f"budget {b['text']}")
+    unit = {
+        "latency": "latency (ms; measured where available, else predicted)",
+        "macs": "MACs",
+        "size": "weights (bytes)",
+    }
+    ax.set_xlabel(unit.get(axis, axis))
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(f"NetAdapt: {report.get('status')}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def netadapt_report(state: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The report of a run from its state: reference, result, budget, iterations, baseline.
+
+    ``reference`` and ``result`` each give ``latency_ms`` (measured where the target can be
+    measured here, else predicted), ``latency_ms_predicted``, ``latency_ms_measured``,
+    ``accuracy`` (test split), ``macs``, ``params``, ``size_bytes`` and ``model`` (path).
+    """
+    opts = state["options"]
+    budget = {}
+    for b in state["budgets"]:
+        res = get_resource(b["resource"])
+        reached = (state.get("result") or {}).get("values", {}).get(b["resource"])
+        budget[b["resource"]] = {
+            "text": b["text"],
+            "value": round(float(b["value"]), 6),
+            "unit": res.unit,
+            "met": None if reached is None else bool(reached <= b["value"] * (1 + 1e-9)),
+        }
+    return {
+        "status": state["status"],
+        "message": state["message"],
+        "resources": list(opts["resources"]),
+        "latency_source": (
+            "profile" if state["profile"] else ("measured" if state["can_measure"] else None)
+        ),
+        "target": state["target"],
+        "precision": state["precision"],
+        "budget": budget,
+        "reference": state["reference"],
+        "result": state["result"],
+        "iterations": state["history"],
+        "width_baseline": state["width_baseline"],
+        "options": opts,
+        "data": state["data"],
+        "zoo": state["zoo"],
+        "executor": state.get("executor"),
+        "seconds": state["seconds"],
+        "out_dir": str(out.absolute()),
+        "chart": str((out / CHART).absolute()),
+    }

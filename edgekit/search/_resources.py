@@ -1,0 +1,415 @@
+"""Resources a network search constrains, the budgets on them, and how each is evaluated.
+
+A resource is a registered function ``fn(model, meter) -> float | None`` with a unit and a
+parser for absolute budgets:
+
+- ``latency`` (ms): predicted from the target's latency look-up table (see
+  :mod:`edgekit.measure.lut`); without a table, measured: the model is converted to LiteRT
+  (``tflite_int8``, or the profile's precision) and timed on this machine, which is only the
+  target's own hardware for the ``cpu`` target. ``None`` when a layer is outside the table.
+- ``macs``: multiply-accumulates of one inference (:func:`edgekit.compress.count_macs`).
+- ``size`` (bytes): the weights at the deployment precision: parameters x 1 byte (int8) or
+  x 4 bytes (fp32). Batch-norm parameters are counted although the converter folds them
+  into the convolutions, so this slightly over-counts the artifact's weights; it is exact,
+  monotone in the channel counts, and needs no conversion.
+
+A budget is relative (``0.5x``: half the reference's resource) or absolute (``4ms``,
+``2M`` MACs, ``300KB``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import BadInputError, DuplicateRegistrationError, UnknownNameError
+
+log = logging.getLogger(__name__)
+
+# Targets whose hardware is this machine's CPU, where LiteRT timings are the target's own.
+LOCAL_TARGETS = ("cpu",)
+BYTES_PER_WEIGHT = {"int8": 1, "fp32": 4}
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A registered resource.
+
+    Attributes:
+        name: ``latency``, ``macs`` or ``size``.
+        unit: what its values count (``ms``, ``MACs``, ``bytes``).
+        key: its key in reports (``latency_ms``, ``macs``, ``size_bytes``).
+        fn: ``fn(model, meter) -> value``, or None when the model cannot be evaluated.
+        parse: absolute budget text -> value in ``unit``.
+        examples: budget strings for error messages.
+        shares: ``shares(model, meter) -> {layer name: value}``, the per-layer split used to
+            rank channel groups (the layers a group touches and what they cost).
+    """
+
+    name: str
+    unit: str
+    key: str
+    fn: Callable[[Any, Meter], float | None]
+    parse: Callable[[str], float]
+    examples: str
+    shares: Callable[[Any, Meter], dict[str, float]]
+
+    def format(self, value: float | None) -> str:
+        """A value with its unit, for messages."""
+        if value is None:
+            return "n/a"
+        if self.name == "latency":
+            return f"{value:.3f} ms"
+        if self.name == "macs":
+            return f"{value / 1e6:.3f}M MACs"
+        return f"{value / 1e3:.1f} KB"
+
+
+_RESOURCES: dict[str, Resource] = {}
+
+
+def register_resource(resource: Resource) -> Resource:
+    """Register a resource by name.
+
+    Raises:
+        DuplicateRegistrationError: the name is already registered.
+    """
+    if resource.name in _RESOURCES:
+        raise DuplicateRegistrationError(f"resource '{resource.name}' is already registered")
+    _RESOURCES[resource.name] = resource
+    return resource
+
+
+def get_resource(name: str) -> Resource:
+    """The resource ``name``.
+
+    Raises:
+        UnknownNameError: no such resource; the message lists the known ones.
+    """
+    if name not in _RESOURCES:
+        raise UnknownNameError(
+            f"unknown resource '{name}'; known resources: {', '.join(list_resources())}"
+        )
+    return _RESOURCES[name]
+
+
+def list_resources() -> list[str]:
+    """Names of the registered resources."""
+    return sorted(_RESOURCES)
+
+
+# --------------------------------------------------------------------------- the meter
+
+
+@dataclass
+class Meter:
+    """Everything resource functions need: the latency table, and how to measure.
+
+    Attributes:
+        profile: a loaded latency look-up table, or None.
+        precision: ``int8`` or ``fp32``: the artifact measured and the bytes per weight.
+        target: the target name, or None.
+        threads: LiteRT threads when measuring.
+        can_measure: latency can be measured on this machine for this target.
+        work_dir: where measured artifacts are written.
+        calibration: images for int8 conversion.
+        runs, warmup: timed and untimed inferences per measurement.
+    """
+
+    profile: dict[str, Any] | None = None
+    precision: str = "int8"
+    target: str | None = None
+    threads: int | None = None
+    can_measure: bool = False
+    work_dir: Path | None = None
+    calibration: np.ndarray | None = None
+    runs: int = 50
+    warmup: int = 10
+    _measured: dict[str, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def format(self) -> str:
+        """The converter format measured: ``tflite_int8`` or ``tflite_fp32``."""
+        return f"tflite_{self.precision}"
+
+    def predict_ms(self, model: Any) -> float | None:
+        """Latency predicted from the profile; None without one or outside the table."""
+        if self.profile is None:
+            return None
+        from edgekit.measure.lut import MissingLayerError, predict_latency
+
+        try:
+            return float(predict_latency(model, self.profile).latency_ms)
+        except MissingLayerError as err:
+            log.debug("no prediction for %s: %s", model.name, err)
+            return None
+
+    def measure_ms(self, model: Any, stem: str = "measured", fresh: bool = False) -> float:
+        """p50 latency of ``model`` converted to :attr:`format` and timed in LiteRT here.
+
+        The artifact is kept as ``<work_dir>/<stem>_<precision>.tflite``. Architectures
+        already measured by this meter are not measured again unless ``fresh`` is set.
+
+        Raises:
+            BadInputError: this meter cannot measure (no local runtime for the target).
+        """
+        if not self.can_measure:
+            raise BadInputError(
+                f"latency of target '{self.target}' cannot be measured on this machine"
+            )
+        signature = architecture_signature(model)
+        if signature in self._measured and not fresh:
+            return self._measured[signature]
+        if self.work_dir is None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="edgekit-measure-") as tmp:
+                return self._measure(model, stem, Path(tmp), signature)
+        return self._measure(model, stem, self.work_dir, signature)
+
+    def _measure(self, model: Any, stem: str, work_dir: Path, signature: str) -> float:
+        from edgekit.converters import ConvertOptions, get_converter
+        from edgekit.measure import measure_latency, open_runner
+
+        work_dir.mkdir(parents=True, exist_ok=True)
+        # Calibration sets the int8 ranges, which do not change the latency: a few images do.
+        calibration = self.calibration[:32] if self.calibration is not None else None
+        if calibration is None:  # int8 conversion needs images: noise stands in
+            rng = np.random.default_rng(0)
+            calibration = rng.random((8, *model.inputs[0].shape[1:]), dtype=np.float32)
+        artifact = get_converter(self.format).convert(
+            model, work_dir, ConvertOptions(stem=stem, calibration=calibration)
+        )
+        runner = open_runner("litert", artifact.path, threads=self.threads)
+        sample = calibration[:1]
+        stats = measure_latency(runner, sample, runs=self.runs, warmup=self.warmup)
+        self._measured[signature] = float(stats.p50)
+        return float(stats.p50)
+
+
+def architecture_signature(model: Any) -> str:
+    """A string equal for two models with the same layers and shapes (not weights)."""
+    return json.dumps([[layer.name, str(layer.output_shape)] for layer in model.layers])
+
+
+def make_meter(
+    resources: list[str],
+    target: str | None,
+    profile: str | Path | dict[str, Any] | None,
+    measure: bool,
+    work_dir: Path | None,
+    calibration: np.ndarray | None,
+    runs: int = 50,
+) -> Meter:
+    """Decide how latency is obtained for ``target`` and check that it can be.
+
+    The profile is ``profile`` if given, else the target file's ``profile`` key. Latency is
+    measured (to confirm the chosen networks, or as the resource itself when there is no
+    profile) only where the target's hardware is this machine (``cpu``) and LiteRT is here.
+
+    Raises:
+        BadInputError: latency is a resource but there is neither a profile nor a way to
+            measure it; the profile cannot be loaded.
+        UnknownNameError: unknown target.
+    """
+    from edgekit.measure import runtime_unavailable_reason
+    from edgekit.measure.lut import load_profile
+
+    spec = None
+    if target is not None:
+        from edgekit.targets import load_target
+
+        spec = load_target(target)
+    source = profile if profile is not None else (spec.profile if spec else None)
+    loaded = None
+    if isinstance(source, dict):
+        loaded = source
+    elif source is not None:
+        loaded = load_profile(source)
+    precision = str(loaded["precision"]) if loaded else "int8"
+    threads = None
+    if loaded:
+        threads = loaded.get("device", {}).get("threads")
+    if threads is None and spec is not None:
+        threads = spec.threads
+    local = target in LOCAL_TARGETS and spec is not None and f"tflite_{precision}" in spec.formats
+    can_measure = bool(measure and local and runtime_unavailable_reason("litert") is None)
+    if "latency" in resources and loaded is None and not can_measure:
+        if target is None:
+            why = "no target was given"
+        elif not measure:
+            why = f"target '{target}' has no latency profile and measuring is turned off"
+        else:
+            why = (
+                f"target '{target}' has no latency profile and its latency cannot be measured "
+                "on this machine"
+            )
+        raise BadInputError(
+            f"--resource latency needs a latency look-up table or a device to measure on: "
+            f"{why}; pass --profile NAME|PATH (build one with `edgekit lut build`), "
+            "or use --resource macs or --resource size"
+        )
+    return Meter(
+        profile=loaded,
+        precision=precision,
+        target=target,
+        threads=int(threads) if threads is not None else None,
+        can_measure=can_measure,
+        work_dir=work_dir,
+        calibration=calibration,
+        runs=runs,
+    )
+
+
+# --------------------------------------------------------------------------- the resources
+
+
+def _latency(model: Any, meter: Meter) -> float | None:
+    if meter.profile is not None:
+        return meter.predict_ms(model)
+    return meter.measure_ms(model, stem="search")
+
+
+def _latency_shares(model: Any, meter: Meter) -> dict[str, float]:
+    if meter.profile is None:  # measuring per layer is not possible: MACs stand in
+        return _macs_shares(model, meter)
+    from edgekit.measure.lut import predict_latency
+
+    pred = predict_latency(model, meter.profile, strict=False)
+    return {e.name: e.ms for e in pred.per_layer}
+
+
+def _macs(model: Any, meter: Meter) -> float:
+    from edgekit.compress import count_macs
+
+    return float(count_macs(model))
+
+
+def _macs_shares(model: Any, meter: Meter) -> dict[str, float]:
+    from edgekit.models import count_layers
+
+    return {c.name: float(c.macs) for c in count_layers(model)}
+
+
+def _size(model: Any, meter: Meter) -> float:
+    from edgekit.models import count_model
+
+    return float(count_model(model).params * BYTES_PER_WEIGHT[meter.precision])
+
+
+def _size_shares(model: Any, meter: Meter) -> dict[str, float]:
+    from edgekit.models import count_layers
+
+    per = BYTES_PER_WEIGHT[meter.precision]
+    return {c.name: float(c.params * per) for c in count_layers(model)}
+
+
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?"
+
+
+def _parse_units(text: str, units: dict[str, float], what: str, examples: str) -> float:
+    m = re.fullmatch(rf"\s*({_NUMBER})\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(3) if m else ""
+    key = next((u for u in units if u.lower() == unit.lower()), None) if m else None
+    if m is None or key is None:
+        raise BadInputError(
+            f"cannot read {what} budget {text!r}; write a share of the reference such as "
+            f"0.5x, or an absolute value such as {examples}"
+        )
+    return float(m.group(1)) * units[key]
+
+
+def _parse_latency(text: str) -> float:
+    units = {"": 1.0, "ms": 1.0, "us": 1e-3, "s": 1e3}
+    return _parse_units(text, units, "latency", "4ms or 800us")
+
+
+def _parse_macs(text: str) -> float:
+    units = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9}
+    return _parse_units(text, units, "MACs", "2M or 2000000")
+
+
+def _parse_size(text: str) -> float:
+    units = {"": 1.0, "B": 1.0, "KB": 1e3, "MB": 1e6, "KiB": 1024.0, "MiB": 1024.0**2}
+    return _parse_units(text, units, "size", "300KB or 1.2MB")
+
+
+register_resource(
+    Resource("latency", "ms", "latency_ms", _latency, _parse_latency, "4ms", _latency_shares)
+)
+register_resource(Resource("macs", "MACs", "macs", _macs, _parse_macs, "2M", _macs_shares))
+register_resource(
+    Resource("size", "bytes", "size_bytes", _size, _parse_size, "300KB", _size_shares)
+)
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A budget on one resource: a share of the reference's value, or an absolute value.
+
+    Attributes:
+        resource: the resource's name.
+        text: the budget as written.
+        relative: the share of the reference (``0.5`` for ``0.5x``), or None.
+        absolute: the value in the resource's unit, or None.
+    """
+
+    resource: str
+    text: str
+    relative: float | None = None
+    absolute: float | None = None
+
+    def value(self, reference: float) -> float:
+        """The budget in the resource's unit, given the reference's value."""
+        if self.relative is not None:
+            return self.relative * reference
+        assert self.absolute is not None
+        return self.absolute
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "resource": self.resource,
+            "text": self.text,
+            "relative": self.relative,
+            "absolute": self.absolute,
+        }
+
+
+def parse_budget(text: str, resource: str = "latency") -> Budget:
+    """Read a budget: ``0.5x`` (relative to the reference) or an absolute value with a unit.
+
+    Latency: ``4ms``, ``800us``, ``4`` (ms). MACs: ``2M``, ``1.5G``, ``300K``, ``2000000``.
+    Size: ``300KB``, ``1.2MB``, ``512KiB``, ``2000000`` (bytes). Units are not
+    case-sensitive.
+
+    Raises:
+        BadInputError: an unknown resource, unreadable text, or a value that is not > 0 (a
+            relative budget must be in (0, 1]).
+        UnknownNameError: unknown resource.
+    """
+    res = get_resource(resource)
+    raw = str(text).strip()
+    m = re.fullmatch(rf"({_NUMBER})\s*[xX]", raw)
+    if m:
+        share = float(m.group(1))
+        if not 0 < share <= 1:
+            raise BadInputError(
+                f"{resource} budget {text!r} is not a share in (0, 1] of the reference; a "
+                "search only shrinks the network (write e.g. 0.5x)"
+            )
+        return Budget(resource, raw, relative=share)
+    value = res.parse(raw)
+    if not value > 0:
+        raise BadInputError(f"{resource} budget {text!r} must be > 0")
+    return Budget(resource, raw, absolute=value)

@@ -1,0 +1,430 @@
+"""NetAdapt: the schedule, the search for the fewest channels, budgets, real tiny searches
+(latency table and MACs), resume after a kill, the process pool, an unreachable budget, and
+bad input through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgekit._keras import keras
+from edgekit.cli._main import cli, main
+from edgekit.cli._search_cmd import search_group
+from edgekit.compress import count_macs, prunable_groups, prune_channels
+from edgekit.errors import BadInputError, RuntimeUnavailableError
+from edgekit.measure.lut import SCHEMA, load_profile, predict_latency, save_profile, zoo_grid
+from edgekit.models import create
+from edgekit.models._io import load_keras_model, save_keras_model
+from edgekit.search import (
+    STATE,
+    LocalPoolExecutor,
+    Meter,
+    NetAdaptOptions,
+    fewest_channels_removed,
+    fine_tune_steps,
+    iteration_target,
+    largest_feasible,
+    make_executor,
+    netadapt,
+    parse_budget,
+    reduction_schedule,
+    resource_reduction,
+    resume,
+)
+from edgekit.train import TrainConfig, train_model
+
+if "search" not in cli.commands:
+    cli.add_command(search_group)
+
+# MACs (primary) and size together; 2 proposals per iteration, 2 batches each.
+MACS_RUN = {
+    "resources": ("macs", "size"),
+    "budgets": ("0.8x", "0.998x"),
+    "proposals": 2,
+    "short_steps": 2,
+    "long_epochs": 0,
+    "init_fraction": 0.1,
+    "decay": 1.0,
+}
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(e.value.code or 0), out, err
+
+
+@pytest.fixture(scope="module")
+def reference(digits32: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """mobilenet_v2_tiny trained 2 epochs (well above chance is not needed here)."""
+    keras.utils.set_random_seed(0)  # the initial weights too: every run searches the same model
+    model = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10)
+    train_model(model, digits32, TrainConfig(epochs=2, seed=0))
+    return model, save_keras_model(model, tmp_path_factory.mktemp("ref") / "tiny.keras")
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A look-up table for mobilenet_v2_tiny's layers at widths 0.5 and 1 (so that pruned
+    channel counts in between interpolate), 32x32, int8.
+
+    Its entries are synthetic (1 us + 1 ns per unit of work): building a real one takes
+    most of a minute (tested in tests/measure/test_lut.py), and the search must only follow
+    the table, whatever it holds.
+    """
+    keys = zoo_grid(["mobilenet_v2_tiny"], [0.5, 1.0], 32, "int8", [10])
+    profile = {
+        "schema": SCHEMA,
+        "precision": "int8",
+        "input_size": 32,
+        "overhead_ms": 0.01,
+        "calibration": {"scale": 1.0, "models": []},
+        "device": {"threads": 1},
+        "entries": [{**k.as_dict(), "ms": 1e-3 + 1e-6 * k.work} for k in keys],
+    }
+    return save_profile(profile, tmp_path_factory.mktemp("lut") / "tiny_int8.json")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    reference: tuple[Any, Path], digits32: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("na") / "run"
+    return netadapt(reference[0], digits32, out, NetAdaptOptions(**MACS_RUN))
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """An iteration record without what legitimately differs between runs (wall time)."""
+    out = {k: v for k, v in record.items() if k != "seconds"}
+    out["proposals"] = [{k: v for k, v in p.items() if k != "seconds"} for p in out["proposals"]]
+    return out
+
+
+def _channels(path: str | Path) -> dict[str, int]:
+    model = load_keras_model(path)
+    return {g.name: g.channel_count for g in prunable_groups(model)}
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_reduction_schedule_decays_from_the_initial_fraction() -> None:
+    assert resource_reduction(10.0, 1, 0.2, 0.5) == pytest.approx(2.0)
+    assert reduction_schedule(10.0, 0.2, 0.5, 4) == pytest.approx([2.0, 1.0, 0.5, 0.25])
+    assert reduction_schedule(8.0, 0.1, 1.0, 3) == pytest.approx([0.8, 0.8, 0.8])
+    with pytest.raises(ValueError):
+        resource_reduction(10.0, 0, 0.2, 0.5)
+    # Each target is the previous resource minus ΔR_i, never below the budget.
+    assert iteration_target(5.0, 10.0, 2.0) == 8.0
+    assert iteration_target(9.0, 10.0, 2.0) == 9.0
+    r, targets = 10.0, []
+    for delta in reduction_schedule(10.0, 0.2, 0.9, 12):
+        r = iteration_target(6.5, r, delta)
+        targets.append(r)
+    assert targets == sorted(targets, reverse=True) and min(targets) == 6.5
+
+
+def test_largest_feasible_finds_the_fewest_removed_and_never_exceeds() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 200))
+        values = np.sort(rng.random(n + 1) * 100)
+        if trial % 3 == 0:  # near-linear, as a resource in one group's channels is
+            values = 10 + np.cumsum(1 + 0.1 * rng.random(n + 1))
+        unknown_below = int(rng.integers(-1, n // 2 + 1)) if trial % 4 == 0 else -1
+        target = float(rng.uniform(values[0] - 5, values[n] - 1e-6))
+        calls: list[int] = []
+
+        def evaluate(i: int, values: Any = values, calls: list[int] = calls, ub: int = unknown_below) -> Any:  # fmt: skip
+            calls.append(i)
+            return None if i <= ub else {"r": float(values[i])}
+
+        found = largest_feasible(n, evaluate, {"r": target}, {"r": float(values[n])})
+        ok = [i for i in range(n) if i > unknown_below and values[i] <= target]
+        if not ok:
+            assert found is None
+            continue
+        assert found is not None, (n, target)
+        index, got = found
+        assert index == max(ok) and got["r"] <= target and index in calls
+        assert len(calls) <= 2 * math.ceil(math.log2(n + 1)) + 2, (n, len(calls))
+
+
+@pytest.mark.parametrize(
+    ("text", "resource", "relative", "absolute"),
+    [
+        ("0.5x", "latency", 0.5, None),
+        ("1x", "macs", 1.0, None),
+        ("4ms", "latency", None, 4.0),
+        ("800us", "latency", None, 0.8),
+        ("2.5", "latency", None, 2.5),
+        ("2M", "macs", None, 2e6),
+        ("2000000", "macs", None, 2e6),
+        ("1.5g", "macs", None, 1.5e9),
+        ("300KB", "size", None, 3e5),
+        ("1.2MB", "size", None, 1.2e6),
+        ("512KiB", "size", None, 512 * 1024),
+    ],
+)
+def test_budgets_parse(text: str, resource: str, relative: Any, absolute: Any) -> None:
+    b = parse_budget(text, resource)
+    assert b.relative == relative
+    assert b.absolute == pytest.approx(absolute) if absolute else b.absolute is None
+
+
+@pytest.mark.parametrize(
+    ("text", "resource", "says"),
+    [
+        ("fast", "latency", "cannot read latency budget 'fast'"),
+        ("4MB", "latency", "cannot read latency budget"),
+        ("2ms", "macs", "cannot read MACs budget"),
+        ("1.5x", "latency", "not a share in (0, 1]"),
+        ("0x", "size", "not a share in (0, 1]"),
+        ("0ms", "latency", "must be > 0"),
+        ("0.5x", "energy", "unknown resource 'energy'"),
+    ],
+)
+def test_bad_budgets_say_what_and_how(text: str, resource: str, says: str) -> None:
+    with pytest.raises(BadInputError) as e:
+        parse_budget(text, resource)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_executors_and_the_ray_hook() -> None:
+    assert make_executor(1).name == "serial"
+    assert isinstance(make_executor(2), LocalPoolExecutor)
+    with pytest.raises(BadInputError, match="--workers must be >= 1"):
+        make_executor(0)
+    with pytest.raises(RuntimeUnavailableError, match=r"pip install 'ray\[default\]'"):
+        make_executor(1, ray_address="auto")
+
+
+# --------------------------------------------------------------------------- proposals
+
+
+def test_macs_proposal_removes_as_few_channels_as_the_target_needs(
+    reference: tuple[Any, Path],
+) -> None:
+    model = reference[0]
+    r0 = float(count_macs(model))
+    meter = Meter()
+    groups = {g.name: g for g in prunable_groups(model)}
+    for name, share in (("block2_expand", 0.95), ("block7_expand", 0.97), ("head_conv", 0.99)):
+        target = {"macs": share * r0}
+        group = groups[name]
+        found = fewest_channels_removed(model, group, target, ["macs"], meter, values={"macs": r0})
+        assert found is not None, name
+        kept, values = found
+        assert kept < group.channel_count and kept % group.divisor == 0
+        assert count_macs(prune_channels(model, {name: kept})) == values["macs"] <= target["macs"]
+        one_more = prune_channels(model, {name: kept + group.divisor})
+        assert kept + group.divisor == group.channel_count or count_macs(one_more) > target["macs"]
+    # Below what the group alone can reach: no proposal.
+    assert fewest_channels_removed(model, groups["head_conv"], {"macs": 0.5 * r0}, ["macs"], meter) is None  # fmt: skip
+
+
+def test_latency_proposal_never_exceeds_the_target_per_the_table(
+    reference: tuple[Any, Path], tiny_profile: Path
+) -> None:
+    model = reference[0]
+    meter = Meter(profile=load_profile(tiny_profile))
+    l0 = predict_latency(model, meter.profile).latency_ms
+    found_any = False
+    for group in prunable_groups(model)[1:6]:
+        target = {"latency": 0.99 * l0}
+        found = fewest_channels_removed(model, group, target, ["latency"], meter)
+        if found is None:
+            continue
+        found_any = True
+        kept, values = found
+        pred = predict_latency(prune_channels(model, {group.name: kept}), meter.profile)
+        assert pred.latency_ms == pytest.approx(values["latency"]) and pred.latency_ms <= target["latency"]  # fmt: skip
+    assert found_any
+
+
+def test_latency_search_confirms_by_measurement_and_the_result_trains_and_converts(
+    reference: tuple[Any, Path], tiny_profile: Path, digits32: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "lat"
+    options = NetAdaptOptions(
+        budgets=("0.98x",),
+        proposals=2,
+        short_steps=2,
+        long_epochs=0,
+        init_fraction=0.02,
+        decay=1.0,
+        measure_runs=5,
+    )
+    report = netadapt(reference[0], digits32, out, options, target="cpu", profile=tiny_profile)
+    assert report["status"] == "budget_met", report["message"]
+    assert report["latency_source"] == "profile"
+    ref, result = report["reference"], report["result"]
+    assert ref["latency_ms_predicted"] > 0 and ref["latency_ms_measured"] > 0
+    assert result["latency_ms_predicted"] <= report["budget"]["latency"]["value"]
+    assert report["budget"]["latency"]["met"] is True
+    assert result["macs"] < ref["macs"] and result["params"] <= ref["params"]
+    assert report["iterations"]
+    for it in report["iterations"]:
+        assert it["resources"]["latency"] <= it["targets"]["latency"]
+        assert it["latency_ms_predicted"] == it["resources"]["latency"]
+        assert it["latency_ms_measured"] > 0  # confirmed on LiteRT int8 here
+        assert it["channels_after"] < it["channels_before"]
+        assert it["filters_removed"] == it["channels_before"] - it["channels_after"]
+        assert 0 <= it["accuracy"] <= 1
+    # The chosen network is consistent: it predicts the same, trains a step and converts.
+    final = load_keras_model(result["model"])
+    last = report["iterations"][-1]
+    assert predict_latency(final, tiny_profile).latency_ms == pytest.approx(last["resources"]["latency"])  # fmt: skip
+    assert fine_tune_steps(final, digits32, 1, seed=0)["loss"][0] > 0
+    assert (out / "artifacts" / f"net_{last['iteration']:04d}_int8.tflite").is_file()
+    assert (out / "netadapt.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "netadapt.json").read_text())["status"] == "budget_met"
+    assert not list(out.rglob("*.tmp")) and not (out / "proposals").exists()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_resume_after_a_kill_ends_like_the_uninterrupted_run(
+    reference: tuple[Any, Path], digits32: Any, uninterrupted: dict[str, Any], tmp_path: Path
+) -> None:
+    assert uninterrupted["status"] == "budget_met"
+    assert len(uninterrupted["iterations"]) >= 2
+    # Every chosen network met both of its iteration's targets, and the result both budgets.
+    for it in uninterrupted["iterations"]:
+        assert all(it["resources"][r] <= it["targets"][r] for r in ("macs", "size"))
+    assert all(b["met"] for b in uninterrupted["budget"].values())
+
+    class Killed(Exception):
+        pass
+
+    def kill(record: dict[str, Any]) -> None:
+        raise Killed(record["iteration"])
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        netadapt(
+            reference[0],
+            digits32,
+            out,
+            NetAdaptOptions(**MACS_RUN),
+            data_source="digits",  # resume loads it again
+            on_iteration=kill,
+        )
+    state = json.loads((out / STATE).read_text())
+    assert state["iteration"] == 1 and state["phase"] == "search"
+    assert not (out / "result.keras").exists()
+
+    report = resume(out)
+    assert report["status"] == uninterrupted["status"]
+    assert [_comparable(r) for r in report["iterations"]] == [
+        _comparable(r) for r in uninterrupted["iterations"]
+    ]
+    assert _channels(report["result"]["model"]) == _channels(uninterrupted["result"]["model"])
+    assert report["result"]["accuracy"] == uninterrupted["result"]["accuracy"]
+    with pytest.raises(BadInputError, match="already holds a NetAdapt run"):
+        netadapt(reference[0], digits32, out, NetAdaptOptions(**MACS_RUN))
+
+
+def test_process_pool_gives_the_serial_result(
+    reference: tuple[Any, Path], digits32: Any, uninterrupted: dict[str, Any], tmp_path: Path
+) -> None:
+    options = NetAdaptOptions(**{**MACS_RUN, "max_iterations": 1})
+    with LocalPoolExecutor(2) as pool:
+        report = netadapt(reference[0], digits32, tmp_path / "pool", options, executor=pool)
+    assert report["status"] in ("max_iterations", "budget_met")
+    assert report["executor"] == "process_pool(2)"
+    assert _comparable(report["iterations"][0]) == _comparable(uninterrupted["iterations"][0])
+
+
+def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through the CLI, from a zoo model trained first, with the width baseline."""
+    out = tmp_path / "unreachable"
+    code, stdout, err = _run(
+        [
+            "search", "netadapt", "--model", "mobilenet_v2_tiny", "--train-epochs", "1",
+            "--target", "cpu", "--resource", "macs", "--budget", "1000", "--proposals", "1",
+            "--short-steps", "1", "--long-epochs", "0", "--init-fraction", "0.3", "--decay", "1",
+            "--baseline", "--baseline-widths", "0.5", "--no-measure", "--out", str(out), "--json",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["status"] == "budget_unreachable"
+    assert "no channel group can be pruned to reach" in report["message"]
+    assert "budget_unreachable" in err
+    assert report["budget"]["macs"]["met"] is False
+    iterations = report["iterations"]
+    assert iterations, "the first step should have been reachable"
+    # The last network found is kept as the result.
+    kept = _channels(out / iterations[-1]["model"])
+    assert _channels(report["result"]["model"]) == kept
+    assert report["result"]["macs"] == iterations[-1]["resources"]["macs"]
+    assert report["zoo"] == {
+        "name": "mobilenet_v2_tiny", "width": 1.0, "input_size": 32, "train_epochs": 1
+    }  # fmt: skip
+    # The baseline: the same zoo model at half width, trained as many epochs as the result saw.
+    (base,) = report["width_baseline"]
+    assert base["width"] == 0.5 and base["epochs"] == 2
+    assert base["macs"] < report["reference"]["macs"] and 0 <= base["accuracy"] <= 1
+    assert Path(base["model"]).is_file()
+    assert (out / "netadapt.png").is_file()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("args", "says", "code"),
+    [
+        (["--budget", "fast"], "cannot read latency budget 'fast'", 2),
+        (["--resource", "macs", "--budget", "5G"], "is above the reference's", 2),
+        (["--resource", "macs", "--budget", "1.5x"], "not a share in (0, 1]", 2),
+        (["--resource", "macs,size", "--budget", "0.5x"], "give one --budget per --resource", 2),
+        (["--target", "coral"], "needs a latency look-up table", 2),
+        (["--no-measure"], "measuring is turned off", 2),
+        (["--workers", "0"], "--workers must be >= 1", 2),
+        (["--ray-address", "auto"], "Ray executor not available: pip install", 1),
+        (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_nothing(
+    reference: tuple[Any, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    says: str,
+    code: int,
+) -> None:
+    out = tmp_path / "never"
+    base = ["search", "netadapt", str(reference[1]), "--out", str(out), "--short-steps", "1"]
+    if "--target" not in args:
+        base += ["--target", "cpu"]
+    if "--budget" not in args:
+        base += ["--budget", "0.5x"]
+    got, stdout, err = _run(base + args, capsys)
+    assert got == code, err
+    lines = [line for line in err.splitlines() if line.startswith("edgekit: error: ")]
+    assert len(lines) == 1 and says in lines[0], err
+    assert stdout == ""
+    assert not out.exists()
+
+
+def test_resume_needs_a_checkpoint_and_no_new_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["search", "netadapt", "--resume", str(tmp_path)], capsys)
+    assert code == 2 and "holds no NetAdapt checkpoint" in err
+    code, _, err = _run(
+        ["search", "netadapt", "--resume", str(tmp_path), "--budget", "0.5x"], capsys
+    )
+    assert code == 2 and "drop --budget" in err
