@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +65,11 @@ def load_keras_model(path: str | Path, trust: bool = False) -> Any:
     from edgekit.models import _families  # noqa: F401
 
     try:
-        if p.suffix == ".keras":
-            model = keras.models.load_model(p, compile=False, safe_mode=not trust)
-        else:
-            model = keras.models.load_model(p, compile=False)
+        with _quantize_scope(_has_fake_quant(p)):
+            if p.suffix == ".keras":
+                model = keras.models.load_model(p, compile=False, safe_mode=not trust)
+            else:
+                model = keras.models.load_model(p, compile=False)
     except Exception as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         if "safe_mode" in str(err) or "Lambda" in str(err):
@@ -116,11 +119,72 @@ def save_keras_model(model: Any, path: str | Path) -> Path:
         # file holds the network only (Adam's slots would double or triple its size).
         from edgekit._keras import keras
 
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
-        copy.save(tmp)
+        with _quantize_scope(_is_fake_quant(model)):
+            copy = keras.models.clone_model(model)
+            copy.set_weights(model.get_weights())
+            copy.save(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# Quantization-aware (fake-quant) models hold TF-MOT's wrapper layers and quantizers; Keras
+# finds those classes only inside TF-MOT's quantize_scope. TF-MOT takes seconds to import, so
+# it is imported only for such models. Safe mode stays on: the scope adds classes, not code.
+_TFMOT_CLASSES = (b'"QuantizeWrapperV2"', b'"QuantizeWrapper"', b'"QuantizeLayer"')
+
+
+def _has_fake_quant(path: Path) -> bool:
+    if path.suffix != ".keras":
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = z.read("config.json")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False  # load_model reports what is wrong with the file
+    return any(name in config for name in _TFMOT_CLASSES)
+
+
+def _is_fake_quant(model: Any) -> bool:
+    return any(
+        type(layer).__module__.startswith("tensorflow_model_optimization")
+        or type(layer) in _QUANTIZE_LAYER
+        for layer in model.layers
+    )
+
+
+@contextmanager
+def _quantize_scope(needed: bool) -> Iterator[None]:
+    if not needed:
+        yield
+        return
+    import tensorflow_model_optimization as tfmot
+
+    from edgekit._keras import keras
+
+    loadable = {"QuantizeLayer": _loadable_quantize_layer()}
+    with tfmot.quantization.keras.quantize_scope(), keras.utils.custom_object_scope(loadable):
+        yield
+
+
+_QUANTIZE_LAYER: list[Any] = []
+
+
+def _loadable_quantize_layer() -> Any:
+    """TF-MOT's QuantizeLayer, loadable from ``.keras``.
+
+    Its ``build`` never marks the layer built, so loading builds it twice (once from the
+    saved build config, once when the model is wired) and finds 5 variables where the file
+    has 3. This subclass skips the first build; the layer is built when the model is wired.
+    """
+    if not _QUANTIZE_LAYER:
+        from tensorflow_model_optimization.python.core.quantization.keras import quantize_layer
+
+        class QuantizeLayer(quantize_layer.QuantizeLayer):
+            def build_from_config(self, config: dict[str, Any]) -> None:
+                return None
+
+        _QUANTIZE_LAYER.append(QuantizeLayer)
+    return _QUANTIZE_LAYER[0]
