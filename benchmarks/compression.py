@@ -59,8 +59,8 @@ def _distill_vs_plain(teacher: Any, data: Any, seeds: list[int], epochs: int) ->
     rows = []
     for seed in seeds:
         ctx = StepContext(data=data, seed=seed)
-        student = build_student(teacher, opts["student"], ctx)
-        plain = build_student(teacher, opts["student"], ctx)
+        student = build_student(opts["student"], teacher, ctx)
+        plain = build_student(opts["student"], teacher, ctx)
         plain.set_weights(student.get_weights())  # same initial weights for both
         t0 = time.perf_counter()
         kd = distill(

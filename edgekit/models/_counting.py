@@ -149,8 +149,27 @@ def _known(shape: Any, layer: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape[1:])
 
 
-def _layer_cost(layer: Any, keras: Any) -> LayerCost:
-    in_shape, out_shape = _io_shapes(layer)
+def _layer_cost(layer: Any, keras: Any, shapes: tuple[Any, Any] | None = None) -> LayerCost:
+    in_shape, out_shape = shapes or _io_shapes(layer)
+    inner = getattr(layer, "layer", None)
+    if isinstance(layer, keras.layers.Wrapper) and isinstance(inner, keras.layers.Layer):
+        # A TF-MOT wrapper (fake-quant, pruning, clustering): the work is the inner layer's;
+        # the wrapper's own variables (quantizer ranges, masks) are not parameters.
+        # TF-MOT's quantize wrapper creates the inner layer's variables itself (named
+        # "<inner>/kernel"), so count the wrapper's variables that carry the inner name.
+        from dataclasses import replace
+
+        cost = _layer_cost(inner, keras, (in_shape, out_shape))
+        own = {w.name: w for w in layer.weights if w.name.startswith(f"{inner.name}/")}
+        own.update({w.name: w for w in inner.weights})
+        if own:
+            own_vars = list(own.values())
+            cost = replace(
+                cost,
+                params=sum(int(math.prod(w.shape)) for w in own_vars),
+                trainable_params=sum(int(math.prod(w.shape)) for w in own_vars if w.trainable),
+            )
+        return _renamed(cost, layer.name)
     params = int(layer.count_params()) if layer.built else 0
     trainable = sum(int(math.prod(w.shape)) for w in layer.trainable_weights)
     common: dict[str, Any] = {

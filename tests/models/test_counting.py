@@ -128,3 +128,21 @@ def test_report_canonical_costs(record_property: pytest.RecordProperty) -> None:
             f"({cost.trainable_params / 1e6:.3f}M trainable)"
         )
         assert cost.macs > 0 and cost.params > 0
+
+
+def test_tfmot_wrapped_layers_count_as_their_inner_layer() -> None:
+    # A QAT model (TF-MOT wrappers own the kernels) must report the MACs and parameters of
+    # the network, not zero MACs and the quantizers' range variables.
+    from edgekit.compress.qat import prepare_qat
+    from edgekit.models import count_model, create
+
+    model = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10)
+    qat, _ = prepare_qat(model)
+    plain, wrapped = count_model(model), count_model(qat)
+    assert wrapped.macs == plain.macs > 0
+    by_name = {c.name: c.params for c in plain.layers}
+    for cost in wrapped.layers:
+        inner = cost.name.removeprefix("quant_")
+        if inner in by_name:
+            assert cost.params == by_name[inner], cost.name
+    assert abs(wrapped.params - plain.params) <= 3  # the input quantizer's range and step
