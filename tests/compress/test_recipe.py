@@ -93,10 +93,10 @@ def test_defaults_are_filled_in_and_required_options_are_enforced() -> None:
 
 def test_unknown_recipe_name_and_missing_file() -> None:
     with pytest.raises(
-        UnknownNameError, match="unknown recipe 'prune55'; built-in recipes: .*prune50"
+        UnknownNameError, match=r"unknown recipe 'prune55'; built-in recipes: .*prune50"
     ):
         load_recipe("prune55")
-    with pytest.raises(BadInputError, match="recipe file 'nope.toml' does not exist"):
+    with pytest.raises(BadInputError, match=r"recipe file 'nope\.toml' does not exist"):
         load_recipe("nope.toml")
 
 
