@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from edgekit.cli._options import data_option, json_option, trust_model_option
+
 
 @click.command("compress")
 @click.argument("model", required=False, type=click.Path(path_type=Path))
@@ -15,13 +17,7 @@ import click
     "-r",
     help="A built-in recipe name (see --list) or the path of a recipe .toml file.",
 )
-@click.option(
-    "--data",
-    "-d",
-    default="digits",
-    show_default=True,
-    help="digits, a folder with one sub-folder per class, or an .npz with x and y.",
-)
+@data_option
 @click.option(
     "--out",
     "-o",
@@ -31,13 +27,9 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every step.")
 @click.option("--runs", type=int, default=100, show_default=True, help="Timed inferences.")
 @click.option("--threads", type=int, default=None, help="LiteRT threads [default: all cores].")
-@click.option(
-    "--trust-model",
-    is_flag=True,
-    help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
-)
+@trust_model_option
 @click.option("--list", "list_only", is_flag=True, help="List built-in recipes and steps.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def compress_command(
     model: Path | None,
     recipe: str | None,

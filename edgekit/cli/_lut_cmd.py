@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import click
 
+from edgekit.cli._options import json_option
 from edgekit.errors import BadInputError
 
 DEFAULT_MODELS = "mobilenet_v1,mobilenet_v2"
@@ -345,7 +346,7 @@ def load_model_spec(spec: str, default_input: int | None) -> Any:
     help="Leave out layers the profile cannot estimate instead of failing.",
 )
 @click.option("--layers", "show_layers", is_flag=True, help="Print the per-layer table.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def predict_command(
     model: str,
     profile: str,
@@ -389,7 +390,7 @@ def predict_command(
 
 
 @lut_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def list_command(as_json: bool) -> None:
     """List the shipped profiles and what they were measured on."""
     from edgekit.cli._console import print_json, print_table

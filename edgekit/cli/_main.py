@@ -11,6 +11,7 @@ import click
 
 import edgekit
 from edgekit.cli._console import CliProgress, print_json, print_table
+from edgekit.cli._options import data_option, json_option, trust_model_option
 from edgekit.errors import EdgekitError
 
 
@@ -23,13 +24,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--target", "-t", required=True, help="Target name (see `edgekit targets`).")
-@click.option(
-    "--data",
-    "-d",
-    default="digits",
-    show_default=True,
-    help="digits, a folder with one sub-folder per class, or an .npz with x and y.",
-)
+@data_option
 @click.option(
     "--out",
     "-o",
@@ -51,18 +46,14 @@ def cli() -> None:
     default=None,
     help="Device for the target's runtime (e.g. CPU, NPU, MYRIAD, usb:0) [default: the target's].",
 )
-@click.option(
-    "--trust-model",
-    is_flag=True,
-    help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
-)
+@trust_model_option
 @click.option(
     "--strict",
     is_flag=True,
     help="Fail (before any work) instead of skipping formats or devices missing here.",
 )
 @click.option("--no-cache", is_flag=True, help="Retrain the default model even if cached.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def deploy(
     model: Path | None,
     target: str,
@@ -193,13 +184,7 @@ def _size(n: int | None) -> str:
     show_default=True,
     help="Zoo model name (see `edgekit models`).",
 )
-@click.option(
-    "--data",
-    "-d",
-    default="digits",
-    show_default=True,
-    help="digits, a folder with one sub-folder per class, or an .npz with x and y.",
-)
+@data_option
 @click.option("--epochs", type=int, default=15, show_default=True)
 @click.option("--input-size", type=int, default=32, show_default=True, help="Input side in pixels.")
 @click.option("--width", type=float, default=0.5, show_default=True, help="Width multiplier.")
@@ -212,7 +197,7 @@ def _size(n: int | None) -> str:
     required=True,
     help="Where to write the trained model (.keras).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def train(
     model_name: str,
     data: str,
@@ -356,12 +341,8 @@ def models(as_json: bool, tiny: bool) -> None:
     show_default=True,
     help="Output folder.",
 )
-@click.option(
-    "--trust-model",
-    is_flag=True,
-    help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@trust_model_option
+@json_option
 def package(
     model: Path | None,
     platform_name: str,
@@ -454,7 +435,7 @@ def _floats(text: str, option: str) -> list[float] | float:
     default=None,
     help="Bearer token of an agent:// device [default: EDGEKIT_AGENT_TOKEN].",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def bench(
     artifact: Path,
     runs: int,

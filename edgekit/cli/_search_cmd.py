@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from edgekit.cli._options import data_option, json_option, trust_model_option
 from edgekit.errors import BadInputError
 
 # Options that define a run; --resume reads them from the checkpoint instead.
@@ -63,13 +64,7 @@ def _items(values: tuple[str, ...]) -> list[str]:
 @click.option(
     "--train-epochs", type=int, default=10, show_default=True, help="Epochs to train the zoo model."
 )
-@click.option(
-    "--data",
-    "-d",
-    default="digits",
-    show_default=True,
-    help="digits, a folder with one sub-folder per class, or an .npz with x and y.",
-)
+@data_option
 @click.option("--target", "-t", default=None, help="Target name (see `edgekit targets`).")
 @click.option(
     "--profile",
@@ -155,12 +150,8 @@ def _items(values: tuple[str, ...]) -> list[str]:
     help="Measure latency where the target is this machine (cpu).",
 )
 @click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per measurement.")
-@click.option(
-    "--trust-model",
-    is_flag=True,
-    help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@trust_model_option
+@json_option
 @click.pass_context
 def netadapt_command(
     ctx: click.Context,

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgekit.cli._console import CliProgress, print_json, print_table
+from edgekit.cli._options import data_option, json_option, trust_model_option
 
 DEFAULT_LEVELS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
 
@@ -38,13 +39,7 @@ def _parse_levels(text: str) -> list[float]:
 
 @click.command("sensitivity")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option(
-    "--data",
-    "-d",
-    default="digits",
-    show_default=True,
-    help="digits, a folder with one sub-folder per class, or an .npz with x and y.",
-)
+@data_option
 @click.option(
     "--levels",
     default=DEFAULT_LEVELS,
@@ -71,12 +66,8 @@ def _parse_levels(text: str) -> list[float]:
     default=None,
     help="Also write the accuracy-vs-sparsity plot to this .png file.",
 )
-@click.option(
-    "--trust-model",
-    is_flag=True,
-    help="Allow models that can carry code (Lambda layers, .h5, SavedModel).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@trust_model_option
+@json_option
 def sensitivity_command(
     model: Path,
     data: str,
