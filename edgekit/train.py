@@ -82,6 +82,22 @@ class _SmoothedSparseCE:
         return keras.losses.categorical_crossentropy(onehot, y_pred, label_smoothing=self.smoothing)
 
 
+def training_dataset(data: Dataset, batch_size: int, seed: int, augment: bool = True) -> Any:
+    """The training split as a seeded, reshuffled, optionally augmented ``tf.data`` pipeline.
+
+    Every training loop (plain training, distillation) reads its batches from here, so that
+    the same seed gives the same batches whatever the loop.
+    """
+    from edgekit._keras import tf
+
+    n = len(data.x_train)
+    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if augment:
+        ds = ds.map(_augment_fn(seed), num_parallel_calls=1, deterministic=True)
+    return ds.prefetch(2)
+
+
 def train_model(
     model: Any,
     data: Dataset,
@@ -99,17 +115,11 @@ def train_model(
     Returns:
         The Keras history dict (loss, accuracy, val_loss, val_accuracy per epoch).
     """
-    from edgekit._keras import tf
 
     cfg = config or TrainConfig()
     set_seed(cfg.seed)
-    n = len(data.x_train)
-    steps_per_epoch = int(np.ceil(n / cfg.batch_size))
-    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-    ds = ds.shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True).batch(cfg.batch_size)
-    if cfg.augment:
-        ds = ds.map(_augment_fn(cfg.seed), num_parallel_calls=1, deterministic=True)
-    ds = ds.prefetch(2)
+    steps_per_epoch = int(np.ceil(len(data.x_train) / cfg.batch_size))
+    ds = training_dataset(data, cfg.batch_size, cfg.seed, cfg.augment)
     val = (data.x_val, data.y_val) if len(data.x_val) else None
     compile_model(model, cfg.learning_rate, steps_per_epoch * cfg.epochs, cfg.label_smoothing)
     history = model.fit(

@@ -116,8 +116,8 @@ def distill(
         BadInputError: a teacher's classes or input shape differ from the student's or the
             data's, or a hyper-parameter is out of range.
     """
-    from edgekit._keras import keras, tf
-    from edgekit.train import _augment_fn, set_seed
+    from edgekit._keras import keras
+    from edgekit.train import set_seed, training_dataset
 
     teachers = list(teacher) if isinstance(teacher, Sequence) else [teacher]
     _check_models(student, teachers)
@@ -132,9 +132,7 @@ def distill(
     set_seed(ctx.seed)
     n = len(data.x_train)
     steps = math.ceil(n / ctx.batch_size) * epochs
-    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
-    ds = ds.shuffle(n, seed=ctx.seed, reshuffle_each_iteration=True).batch(ctx.batch_size)
-    ds = ds.map(_augment_fn(ctx.seed), num_parallel_calls=1, deterministic=True).prefetch(2)
+    ds = training_dataset(data, ctx.batch_size, ctx.seed, augment=True)
     distiller = _distiller_class()(student, teachers, temperature=temperature, lam=lam)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1))
     distiller.compile(optimizer=keras.optimizers.Adam(schedule))
