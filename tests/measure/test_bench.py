@@ -108,7 +108,11 @@ def test_side_by_side_counts_and_orders():
         {"fast": fast, "slow": slow}, np.zeros(1), runs=23, warmup=2, rounds=4
     )
     assert stats["fast"].runs == stats["slow"].runs == 23
-    assert fast.calls == slow.calls == 23 + 2 + 1  # timed + warm-up + first
+    # timed + first + warm-up + the untimed runs that open each of the 4 rounds (at least 2)
+    assert fast.calls == slow.calls == 23 + 1 + 2 + 4 * 2
+    fast.calls = 0
+    measure_side_by_side({"fast": fast}, np.zeros(1), runs=10, warmup=3, rounds=2, round_warmup=0)
+    assert fast.calls == 10 + 1 + 3
     assert stats["fast"].p50 < stats["slow"].p50
     assert 0.9 <= stats["slow"].p50 <= 1.5
 
