@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import zipfile
 from collections.abc import Iterator
@@ -64,6 +65,9 @@ def load_keras_model(path: str | Path, trust: bool = False) -> Any:
     from edgekit._keras import keras
     from edgekit.models import _families  # noqa: F401
 
+    if _config_mentions(p, _BINARY_CLASSES):
+        # Binarized models hold edgekit's binary layers, registered when their module loads.
+        importlib.import_module("edgekit.compress.binary")
     try:
         with _quantize_scope(_has_fake_quant(p)):
             if p.suffix == ".keras":
@@ -136,7 +140,14 @@ def save_keras_model(model: Any, path: str | Path) -> Path:
 _TFMOT_CLASSES = (b'"QuantizeWrapperV2"', b'"QuantizeWrapper"', b'"QuantizeLayer"')
 
 
+_BINARY_CLASSES = (b'"edgekit>Binary', b'"edgekit>LatentClip"')
+
+
 def _has_fake_quant(path: Path) -> bool:
+    return _config_mentions(path, _TFMOT_CLASSES)
+
+
+def _config_mentions(path: Path, names: tuple[bytes, ...]) -> bool:
     if path.suffix != ".keras":
         return False
     try:
@@ -144,7 +155,7 @@ def _has_fake_quant(path: Path) -> bool:
             config = z.read("config.json")
     except (OSError, KeyError, zipfile.BadZipFile):
         return False  # load_model reports what is wrong with the file
-    return any(name in config for name in _TFMOT_CLASSES)
+    return any(name in config for name in names)
 
 
 def _is_fake_quant(model: Any) -> bool:

@@ -260,3 +260,27 @@ def test_binarize_step_fine_tunes_and_reports_storage(digits32: Any) -> None:
     assert len(state["layers"]) == len(binary_layers(out)) == 10
     assert any("Larq Compute Engine" in note for note in ctx.notes)
     assert any("kept in float: stem_conv, logits" in note for note in ctx.notes)
+
+
+def test_a_binarized_keras_file_loads_in_a_fresh_process(tmp_path: Path) -> None:
+    # What `edgekit deploy MODEL.keras` does: nothing has imported the binary layers' module
+    # yet, so loading must find them by itself (in safe mode).
+    import subprocess
+    import sys
+
+    model = binarize_model(create("resnet18_tiny", input_shape=(32, 32, 3), classes=10))
+    path = save_keras_model(model, tmp_path / "bnn.keras")
+    code = (
+        "import sys; from edgekit.models._io import load_keras_model; "
+        "m = load_keras_model(sys.argv[1]); "
+        "print(sum(type(l).__name__.startswith('Binary') for l in m.layers))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert (
+        int(proc.stdout.strip())
+        == sum(type(layer).__name__.startswith("Binary") for layer in model.layers)
+        > 0
+    )
