@@ -143,14 +143,20 @@ class SSHServer:
                 sink.write(data)
 
         feeder = asyncio.create_task(feed())
-        # All of stdout and stderr is forwarded before the exit status is sent.
-        await asyncio.gather(
-            drain(child.stdout, process.stdout), drain(child.stderr, process.stderr)
-        )
+        # asyncssh closes the whole connection when a session handler raises, which sshd
+        # never does: once the client has closed this channel (it kills a probe that ran
+        # past its time limit, then closes), forwarding fails and must end quietly, or the
+        # client's next command (removing its folder) finds the connection gone.
+        with contextlib.suppress(Exception):
+            # All of stdout and stderr is forwarded before the exit status is sent.
+            await asyncio.gather(
+                drain(child.stdout, process.stdout), drain(child.stderr, process.stderr)
+            )
         status = await child.wait()
         feeder.cancel()
-        process.exit(status if status >= 0 else 128 - status)  # killed by a signal: 128+N
-        await process.wait_closed()
+        with contextlib.suppress(Exception):
+            process.exit(status if status >= 0 else 128 - status)  # killed by a signal: 128+N
+            await process.wait_closed()
 
     def stop(self) -> None:
         async def _stop() -> None:
