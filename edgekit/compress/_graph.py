@@ -199,39 +199,21 @@ def _static(shape: Any, layer: Any) -> tuple[int, ...]:
 
 
 def _steps(model: Any) -> list[Step]:
-    from edgekit._keras import keras, tf
+    from edgekit._keras import tf
+    from edgekit.models._graph import layer_calls
 
-    if not getattr(model, "_is_graph_network", False):
-        raise BadInputError(
-            f"model '{getattr(model, 'name', model)}' is not a functional Keras model; channel "
-            "pruning needs the layer graph (build it with keras.Model(inputs, outputs))"
-        )
-    nodes_by_depth = model._nodes_by_depth
-    nodes = [n for depth in sorted(nodes_by_depth, reverse=True) for n in nodes_by_depth[depth]]
-    calls: dict[str, int] = {}
     steps: list[Step] = []
-    for node in nodes:
-        layer = node.layer
-        if isinstance(layer, keras.Model):
-            raise BadInputError(
-                f"layer '{layer.name}' is a nested model; channel pruning needs a flat model "
-                "(rebuild it with the inner model's layers)"
-            )
-        calls[layer.name] = calls.get(layer.name, 0) + 1
-        if calls[layer.name] > 1:
-            raise BadInputError(
-                f"layer '{layer.name}' is called more than once; channel pruning needs every "
-                "layer to be used once"
-            )
-        outputs = tf.nest.flatten(node.outputs)
+    for call in layer_calls(model, "channel pruning"):
         steps.append(
             Step(
-                layer=layer,
-                node=node,
-                inputs=list(node.flat_input_ids),
-                outputs=[str(id(t)) for t in outputs],
-                in_shapes=[_static(t.shape, layer) for t in node.keras_inputs],
-                out_shapes=[_static(t.shape, layer) for t in outputs],
+                layer=call.layer,
+                node=call.node,
+                inputs=call.inputs,
+                outputs=call.outputs,
+                in_shapes=[_static(t.shape, call.layer) for t in call.node.keras_inputs],
+                out_shapes=[
+                    _static(t.shape, call.layer) for t in tf.nest.flatten(call.node.outputs)
+                ],
             )
         )
     return steps

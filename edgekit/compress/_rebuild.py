@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.compress._graph import ChannelGraph
+from edgekit.models._graph import call_copy, finish, new_input
 
 
 def rebuild_model(graph: ChannelGraph, keep_class: dict[int, bool]) -> Any:
@@ -23,8 +24,6 @@ def rebuild_model(graph: ChannelGraph, keep_class: dict[int, bool]) -> Any:
     Raises:
         RuntimeError: a pruned layer does not have the shape the analysis predicted (a bug).
     """
-    from edgekit._keras import keras, tf
-
     keep_elem = np.ones(graph.element_count, dtype=bool)
     for e in range(graph.element_count):
         keep_elem[e] = keep_class.get(graph.find(e), True)
@@ -34,20 +33,12 @@ def rebuild_model(graph: ChannelGraph, keep_class: dict[int, bool]) -> Any:
     for step in graph.steps:
         layer = step.layer
         if step.node.is_input:
-            config = layer.get_config()
-            tensor = keras.Input(
-                batch_shape=tuple(config["batch_input_shape"]),
-                dtype=config.get("dtype"),
-                name=config["name"],
-            )
-            new[step.outputs[0]] = tensor
+            new[step.outputs[0]] = new_input(layer)
             continue
         in_masks = [masks[t] for t in step.inputs]
         out_masks = [masks[t] for t in step.outputs]
         config, weights = step.rule.rebuild(layer, in_masks, out_masks)
-        clone = type(layer).from_config(config)
-        args, kwargs = _map_arguments(step.node, new)
-        outputs = tf.nest.flatten(clone(*args, **kwargs))
+        clone, outputs = call_copy(layer, step.node, new, config)
         clone.set_weights(weights)
         for tid, tensor, mask in zip(step.outputs, outputs, out_masks, strict=True):
             expected = int(mask.sum()) if mask.ndim == 1 else None
@@ -58,18 +49,4 @@ def rebuild_model(graph: ChannelGraph, keep_class: dict[int, bool]) -> Any:
                 )
             new[tid] = tensor
 
-    inputs = [new[str(id(t))] for t in graph.model.inputs]
-    outputs = [new[str(id(t))] for t in graph.model.outputs]
-    return keras.Model(
-        inputs[0] if len(inputs) == 1 else inputs,
-        outputs[0] if len(outputs) == 1 else outputs,
-        name=graph.model.name,
-    )
-
-
-def _map_arguments(node: Any, new: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-    # Node.map_arguments pops one tensor per use, so give it one copy per use.
-    uses: dict[str, list[Any]] = {}
-    for tid in node.flat_input_ids:
-        uses.setdefault(tid, []).append(new[tid])
-    return node.map_arguments(uses)
+    return finish(graph.model, new)

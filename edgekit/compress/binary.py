@@ -43,11 +43,13 @@ from typing import Any
 from edgekit._keras import keras, tf
 from edgekit.compress._steps import Option, StepContext, register_step
 from edgekit.errors import BadInputError
+from edgekit.models._graph import LayerCall, layer_calls, rebuild
 from edgekit.models._layers import ChannelSplit, GroupConv2D
 
 log = logging.getLogger(__name__)
 
 STE_VARIANTS = ("tanh", "clipped")
+PURPOSE = "binarization"
 
 LARQ_NOTE = (
     "TFLite runs the binarized layers as float convolutions with ±1 weights (no speed-up, "
@@ -302,89 +304,13 @@ def _float_class(layer: BinaryLayer) -> type:
 # -- the functional graph --------------------------------------------------------------------
 
 
-@dataclass
-class _Call:
-    """One layer call of a functional model and the ids of its tensors."""
-
-    layer: Any
-    node: Any
-    inputs: list[str]
-    outputs: list[str]
-
-
-def _calls(model: Any) -> list[_Call]:
-    if not getattr(model, "_is_graph_network", False):
-        raise BadInputError(
-            f"model '{getattr(model, 'name', model)}' is not a functional Keras model; "
-            "rebuilding it needs the layer graph (build it with keras.Model(inputs, outputs))"
-        )
-    by_depth = model._nodes_by_depth
-    seen: set[str] = set()
-    calls = []
-    for depth in sorted(by_depth, reverse=True):
-        for node in by_depth[depth]:
-            layer = node.layer
-            if isinstance(layer, keras.Model):
-                raise BadInputError(
-                    f"layer '{layer.name}' is a nested model; rebuild the model with the inner "
-                    "model's layers first"
-                )
-            if layer.name in seen:
-                raise BadInputError(
-                    f"layer '{layer.name}' is called more than once; every layer must be used once"
-                )
-            seen.add(layer.name)
-            outputs = [str(id(t)) for t in tf.nest.flatten(node.outputs)]
-            calls.append(_Call(layer, node, list(node.flat_input_ids), outputs))
-    return calls
-
-
-def _rebuild(model: Any, convert: Callable[[_Call, dict[str, Any]], list[Any] | None]) -> Any:
-    """A new functional model: ``convert(call, new_tensors)`` builds a call's new outputs, or
-    returns None to get a copy of the layer with its weights."""
-    new: dict[str, Any] = {}
-    for call in _calls(model):
-        layer = call.layer
-        if call.node.is_input:
-            config = layer.get_config()
-            new[call.outputs[0]] = keras.Input(
-                batch_shape=tuple(config["batch_input_shape"]),
-                dtype=config.get("dtype"),
-                name=config["name"],
-            )
-            continue
-        outputs = convert(call, new)
-        if outputs is None:
-            clone = type(layer).from_config(layer.get_config())
-            args, kwargs = _map_arguments(call.node, new)
-            outputs = tf.nest.flatten(clone(*args, **kwargs))
-            clone.set_weights(layer.get_weights())
-        for tid, tensor in zip(call.outputs, outputs, strict=True):
-            new[tid] = tensor
-    inputs = [new[str(id(t))] for t in model.inputs]
-    outputs = [new[str(id(t))] for t in model.outputs]
-    return keras.Model(
-        inputs[0] if len(inputs) == 1 else inputs,
-        outputs[0] if len(outputs) == 1 else outputs,
-        name=model.name,
-    )
-
-
-def _map_arguments(node: Any, new: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
-    # Node.map_arguments pops one tensor per use, so give it one copy per use.
-    uses: dict[str, list[Any]] = {}
-    for tid in node.flat_input_ids:
-        uses.setdefault(tid, []).append(new[tid])
-    return node.map_arguments(uses)
-
-
 def _has_kernel(layer: Any) -> bool:
     return any(
         hasattr(layer, attr) for attr in ("kernel", "depthwise_kernel", "pointwise_kernel")
     ) and bool(layer.weights)
 
 
-def _first_and_last(model: Any, calls: list[_Call]) -> tuple[set[str], set[str]]:
+def _first_and_last(model: Any, calls: list[LayerCall]) -> tuple[set[str], set[str]]:
     """Weighted layers reached from an input, and reaching an output, through no other."""
     raw: dict[str, bool] = {}
     first: set[str] = set()
@@ -466,7 +392,7 @@ def binarize(
 ) -> tuple[Any, BinarizeResult]:
     """:func:`binarize_model`, also returning what was done to which layer."""
     _check_ste(ste)
-    calls = _calls(model)
+    calls = layer_calls(model, PURPOSE)
     producer = {t: call for call in calls for t in call.outputs}
     first, last = _first_and_last(model, calls)
     keep = (first if keep_first else set()) | (last if keep_last else set())
@@ -490,7 +416,7 @@ def binarize(
                 memo[tid] = False
         return memo[tid]
 
-    def convert(call: _Call, new: dict[str, Any]) -> list[Any] | None:
+    def convert(call: LayerCall, new: dict[str, Any]) -> list[Any] | None:
         layer = call.layer
         binary_class = _BINARY_OF.get(type(layer))
         if binary_class is None:
@@ -525,7 +451,7 @@ def binarize(
         result.binarized.append(layer.name)
         return [out]
 
-    binary = _rebuild(model, convert)
+    binary = rebuild(model, convert, PURPOSE)
     log.info(
         "binarized %d layers of '%s' (%d kept float, %d with float inputs)",
         len(result.binarized),
@@ -588,7 +514,7 @@ def binary_to_float_model(model: Any) -> Any:
         BadInputError: the model is not functional, nests a model or calls a layer twice.
     """
 
-    def convert(call: _Call, new: dict[str, Any]) -> list[Any] | None:
+    def convert(call: LayerCall, new: dict[str, Any]) -> list[Any] | None:
         layer = call.layer
         if not isinstance(layer, BinaryLayer):
             return None
@@ -606,7 +532,7 @@ def binary_to_float_model(model: Any) -> Any:
         clone.set_weights(weights)
         return [out]
 
-    return _rebuild(model, convert)
+    return rebuild(model, convert, PURPOSE)
 
 
 def _kernel_index(layer: BinaryLayer) -> int:
