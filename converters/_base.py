@@ -62,6 +62,8 @@ class Converter:
             False when max abs error against Keras must stay within ``tolerance``.
         tolerance: max abs error on softmax outputs allowed for a float artifact.
         needs_calibration: requires ``options.calibration``.
+        takes_fake_quant: reads the ranges of a quantization-aware (fake-quant) Keras model;
+            other converters get its float twin (see :mod:`edgekit.compress.twin`).
         extra: the optional pip extra that provides its SDK, if any.
     """
 
@@ -73,6 +75,7 @@ class Converter:
     quantized: ClassVar[bool] = False
     tolerance: ClassVar[float] = 1e-4
     needs_calibration: ClassVar[bool] = False
+    takes_fake_quant: ClassVar[bool] = False
     extra: ClassVar[str | None] = None
     description: ClassVar[str] = ""
 

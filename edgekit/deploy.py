@@ -25,6 +25,7 @@ from edgekit.measure._bench import host_description
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+TWIN = "keras_float_twin"  # the float twin of a binarized or quantization-aware model
 # Latency of all artifacts is measured in alternating rounds (see measure_side_by_side).
 LATENCY_ROUNDS = 5
 
@@ -295,15 +296,32 @@ def _deploy_into(
     if req.model_path is None:
         model_info["default"] = asdict(DEFAULT_MODEL)
 
+    twin, twin_info = _float_twin(model, req, data, ref_probs, progress)
     options = ConvertOptions(stem=model_label, calibration=data.x_train, int_io=target.int_io)
     artifacts: list[dict[str, Any]] = []
     runners: dict[str, Any] = {}
     built: dict[str, Any] = {"keras": model}
+    # The Keras model each artifact descends from: the model, or its float twin.
+    origin: dict[str, str] = {"keras": "keras"}
+    if twin is not None:
+        built[TWIN] = twin.model
+        origin[TWIN] = TWIN
+
+    def source_of(converter: Any) -> str:
+        if converter.source == "keras" and twin and twin.used_by(converter.takes_fake_quant):
+            return TWIN
+        return converter.source
+
+    def convert(step: str) -> None:
+        converter = get_converter(step)
+        source = source_of(converter)
+        progress.step(f"converting {source.replace('_', ' ')} -> {step}")
+        built[step] = converter.convert(built[source], stage, options)
+        origin[step] = origin[source]
+
     skipped: list[dict[str, str]] = []
     for step in plan_chain(target.formats):
-        converter = get_converter(step)
-        progress.step(f"converting {converter.source} -> {step}")
-        built[step] = converter.convert(built[converter.source], stage, options)
+        convert(step)
     analysis = None
     if target.analysis:
         progress.step(f"{target.analysis} analysis of {target.analysis_format}")
@@ -311,10 +329,8 @@ def _deploy_into(
     for step in plan_chain(target.optional_formats):
         if step in built:
             continue
-        converter = get_converter(step)
-        progress.step(f"converting {converter.source} -> {step}")
         try:
-            built[step] = converter.convert(built[converter.source], stage, options)
+            convert(step)
         except RuntimeUnavailableError as err:
             # An optional step whose toolchain is absent: report it, keep the rest.
             # The message may name files in the staging folder: point at their final place.
@@ -334,7 +350,10 @@ def _deploy_into(
             continue
         progress.step(f"validating {fmt} on {len(data.y_test)} held-out images")
         runners[fmt] = runner
-        agreement = compare(runner.predict(data.x_test), ref_probs, data.y_test)
+        # Numbers against the Keras model the artifact was converted from; accuracy against
+        # the labels, so the drop is from the user's model either way.
+        source_probs = twin_info["probs"] if origin[fmt] == TWIN else ref_probs
+        agreement = compare(runner.predict(data.x_test), source_probs, data.y_test)
         drop_points = (ref_acc - agreement.accuracy) * 100.0
         if converter.quantized:
             check_ok = drop_points <= req.max_drop
@@ -344,7 +363,8 @@ def _deploy_into(
                 agreement.max_abs_error <= converter.tolerance and drop_points <= req.max_drop
             )
             check = (
-                f"max abs error {agreement.max_abs_error:.2e} (tolerance {converter.tolerance:.0e})"
+                f"max abs error {agreement.max_abs_error:.2e} (tolerance {converter.tolerance:.0e}), "
+                f"accuracy drop {drop_points:.2f} points (limit {req.max_drop})"
             )
         artifacts.append(
             {
@@ -354,6 +374,7 @@ def _deploy_into(
                 "size_bytes": art.size_bytes,
                 "sha256": sha256_file(art.path),
                 "precision": art.precision,
+                "converted_from": "float twin" if origin[fmt] == TWIN else "keras",
                 "accuracy": round(agreement.accuracy, 6),
                 "accuracy_drop_points": round(drop_points, 4),
                 "top1_agreement": round(agreement.top1_agreement, 6),
@@ -386,6 +407,7 @@ def _deploy_into(
             "accuracy": round(ref_acc, 6),
             "size_bytes": model_file.stat().st_size if model_file else None,
         },
+        "float_twin": {k: v for k, v in twin_info.items() if k != "probs"} if twin else None,
         "artifacts": artifacts,
         "skipped": skipped,
         "selected": selected,
@@ -421,6 +443,38 @@ def _deploy_into(
     write_json_atomic(stage / MANIFEST, manifest)
     report["wall_s"] = manifest["wall_s"]
     return report
+
+
+def _float_twin(
+    model: Any, req: DeployRequest, data: Any, ref_probs: np.ndarray, progress: Progress
+) -> tuple[Any, dict[str, Any]]:
+    """The float twin of a binarized or quantization-aware model (None for others) and what
+    the report says about it."""
+    if req.model_path is None:
+        return None, {}
+    from edgekit.compress.twin import float_twin
+    from edgekit.measure import compare
+    from edgekit.train import evaluate_probs
+
+    twin = float_twin(model)
+    if twin is None:
+        return None, {}
+    progress.step(f"converting through the float twin: {twin.description}")
+    probs = evaluate_probs(twin.model, data.x_test)
+    agreement = compare(probs, ref_probs, data.y_test)
+    return twin, {
+        "kind": twin.kind,
+        "description": twin.description,
+        "used_by": (
+            "every format"
+            if twin.kind == "binary"
+            else "every format but the full-integer TFLite model and those made from it"
+        ),
+        "accuracy": round(agreement.accuracy, 6),
+        "top1_agreement": round(agreement.top1_agreement, 6),
+        "max_abs_error": round(agreement.max_abs_error, 6),
+        "probs": probs,
+    }
 
 
 def np_default(o: Any) -> Any:

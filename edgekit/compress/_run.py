@@ -97,17 +97,16 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _export_model(model: Any) -> Any:
-    """The Keras model the converters take.
+def _export_model(model: Any, fmt: str) -> Any:
+    """The Keras model the ``fmt`` converter takes: the model itself, or its float twin (a
+    binarized model always; a quantization-aware one unless the converter reads fake-quant
+    ranges), as deploy does (see :mod:`edgekit.compress.twin`)."""
+    from edgekit.compress.twin import float_twin
+    from edgekit.converters import get_converter
 
-    A binarized model is exported as its deployable twin: plain layers whose kernels are
-    the +-1 values and whose binarized inputs go through a sign op, which converts to TFLite
-    with identical predictions.
-    """
-    if any(type(layer).__module__ == "edgekit.compress.binary" for layer in model.layers):
-        from edgekit.compress.binary import binary_to_float_model
-
-        return binary_to_float_model(model)
+    twin = float_twin(model)
+    if twin is not None and twin.used_by(get_converter(fmt).takes_fake_quant):
+        return twin.model
     return model
 
 
@@ -193,7 +192,10 @@ def compress(
         )
         model_path = save_keras_model(result, stage / f"{model_label}_{req.recipe.name}.keras")
         measured = measure_models(
-            {"reference": _export_model(model), "result": _export_model(result)},
+            {
+                "reference": _export_model(model, req.recipe.measure),
+                "result": _export_model(result, req.recipe.measure),
+            },
             data,
             req.recipe.measure,
             stage,

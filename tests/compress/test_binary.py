@@ -284,3 +284,34 @@ def test_a_binarized_keras_file_loads_in_a_fresh_process(tmp_path: Path) -> None
         == sum(type(layer).__name__.startswith("Binary") for layer in model.layers)
         > 0
     )
+
+
+def test_deploy_converts_a_binary_model_through_its_exact_twin(
+    trained_binary: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting the binary layers directly lets a converter see the latent kernels; every
+    artifact comes from the ±1 twin and agrees with the binary model itself."""
+    import edgekit.targets
+    from edgekit.deploy import DeployRequest, deploy
+    from edgekit.targets import validate_target
+
+    small = validate_target(
+        {
+            "name": "cpu",
+            "description": "three formats of the cpu target",
+            "formats": ["tflite_fp32", "tflite_int8", "onnx_fp32"],
+            "int_io": "int8",
+            "threads": 1,
+        },
+        "test",
+    )
+    monkeypatch.setattr(edgekit.targets, "load_target", lambda name: small)
+    path = save_keras_model(trained_binary, tmp_path / "bnn.keras")
+    report = deploy(DeployRequest("cpu", path, out=tmp_path / "o", runs=3, warmup=1))
+    assert report["float_twin"]["kind"] == "binary"
+    assert report["float_twin"]["max_abs_error"] < 1e-4
+    by_format = {a["format"]: a for a in report["artifacts"]}
+    assert set(by_format) == {"tflite_fp32", "tflite_int8", "onnx_fp32"}
+    assert {a["converted_from"] for a in by_format.values()} == {"float twin"}
+    for fmt in ("tflite_fp32", "onnx_fp32"):
+        assert by_format[fmt]["top1_agreement"] >= 0.99 and by_format[fmt]["max_abs_error"] < 1e-4

@@ -13,6 +13,7 @@ import pytest
 from edgekit._keras import keras
 from edgekit.compress._steps import StepContext, check_options, get_step
 from edgekit.compress.qat import float_layers, quantize_aware, resolve_preserve
+from edgekit.compress.twin import float_twin
 from edgekit.converters import ConvertOptions, get_converter
 from edgekit.data import Dataset
 from edgekit.errors import BadInputError
@@ -258,3 +259,67 @@ def test_cluster_preserving_qat_keeps_at_most_k_values_and_the_zeros(
     # The cluster-training variables are gone: the model saves like a plain QAT model.
     names = {w.name for w in qat.weights}
     assert not any("cluster_centroids" in n or "ori_weights" in n for n in names)
+
+
+def test_float_twin_is_the_original_network_with_the_trained_weights(
+    qat_tiny: tuple[Any, StepContext], trained_tiny: tuple[Any, Path], digits32: Dataset,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    qat, _ = qat_tiny
+    original, _ = trained_tiny
+    twin = float_twin(qat)
+    assert twin is not None and twin.kind == "fake_quant" and not twin.exact
+    assert twin.used_by(takes_fake_quant=False) and not twin.used_by(takes_fake_quant=True)
+    model = twin.model
+    assert [x.name for x in model.layers] == [x.name for x in original.layers]
+    assert [type(x) for x in model.layers] == [type(x) for x in original.layers]
+    trained = _kernels(qat)
+    assert set(_kernels(model)) == set(trained)
+    for name, kernel in _kernels(model).items():  # QAT's weights, not the original's
+        np.testing.assert_array_equal(kernel, trained[name])
+    assert any(not np.array_equal(k, _kernels(original)[n]) for n, k in trained.items())
+    # It computes what the QAT model computes, up to the quantization error.
+    x = digits32.x_test
+    fake, plain = evaluate_probs(qat, x), evaluate_probs(model, x)
+    assert np.mean(fake.argmax(1) == plain.argmax(1)) >= 0.95
+    assert 1e-6 < np.abs(fake - plain).mean() < 0.02, np.abs(fake - plain).mean()
+    # A QAT model loaded from .keras (variables named without their layer) gives the same twin.
+    loaded = float_twin(load_keras_model(save_keras_model(qat, tmp_path / "qat.keras")))
+    assert loaded is not None
+    for a, b in zip(loaded.model.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert float_twin(original) is None
+
+
+def test_deploy_converts_a_qat_model_for_every_runtime(
+    qat_tiny: tuple[Any, StepContext], digits32: Dataset, tmp_path: Path
+) -> None:
+    """tf2onnx keeps FakeQuant nodes ONNX Runtime cannot run: ONNX and OpenVINO (and TFLite
+    float) artifacts come from the float twin; the int8 TFLite model from the QAT ranges."""
+    from edgekit.deploy import DeployRequest, deploy
+
+    qat, _ = qat_tiny
+    path = save_keras_model(qat, tmp_path / "qat.keras")
+    report = deploy(DeployRequest("cpu", path, out=tmp_path / "o", runs=3, warmup=1))
+    by_format = {a["format"]: a for a in report["artifacts"]}
+    assert set(by_format) == {
+        "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8",
+        "onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8",
+    }  # fmt: skip
+    assert report["skipped"] == []
+    twin = report["float_twin"]
+    assert twin["kind"] == "fake_quant" and twin["top1_agreement"] >= 0.95
+    ref = report["reference"]["accuracy"]
+    assert ref > 0.8
+    for fmt, a in by_format.items():
+        assert a["converted_from"] == ("keras" if fmt == "tflite_int8" else "float twin"), fmt
+        assert a["accuracy"] >= ref - 0.03, (fmt, a["accuracy"], ref)
+    for fmt in ("tflite_fp32", "onnx_fp32", "openvino_fp32"):  # exact copies of the twin
+        a = by_format[fmt]
+        assert a["max_abs_error"] < 1e-4, fmt
+        # ...whose accuracy may differ from the QAT model's: the check says so.
+        assert a["check"]["passed"] == (a["accuracy_drop_points"] <= 1.0), a["check"]
+        assert "accuracy drop" in a["check"]["detail"]
+    # The int8 model is the QAT model's own: it agrees with it, not merely with the twin.
+    assert by_format["tflite_int8"]["top1_agreement"] >= 0.97
+    assert by_format["tflite_fp32"]["size_bytes"] > 1.8 * by_format["tflite_int8"]["size_bytes"]
