@@ -22,6 +22,7 @@ _RUN_OPTIONS = (
     "train_epochs",
     "data",
     "target",
+    "device",
     "profile",
     "budget",
     "resource",
@@ -66,6 +67,13 @@ def _items(values: tuple[str, ...]) -> list[str]:
 )
 @data_option
 @click.option("--target", "-t", default=None, help="Target name (see `edgekit targets`).")
+@click.option(
+    "--device",
+    "-d",
+    default=None,
+    help="Measure latency on this device: ssh://USER@HOST, adb://SERIAL or agent://HOST:PORT "
+    "(see `edgekit bench --help`) [default: this machine, for --target cpu].",
+)
 @click.option(
     "--profile",
     "-p",
@@ -118,11 +126,21 @@ def _items(values: tuple[str, ...]) -> list[str]:
 @click.option(
     "--workers",
     type=int,
-    default=1,
-    show_default=True,
-    help="Proposals in parallel: 1 runs them here, more in a local process pool.",
+    default=None,
+    help="Proposals in parallel in a local process pool; 1 runs them in this process "
+    "[default: the CPU count, at most 4].",
 )
-@click.option("--ray-address", default=None, help="Run proposals on a Ray cluster [not yet].")
+@click.option(
+    "--ray-address",
+    default=None,
+    help="Run proposals on a Ray cluster (host:port, or 'auto'); needs edgekit[ray].",
+)
+@click.option(
+    "--ray-device-resource",
+    default=None,
+    help="With --ray-address: the Ray custom resource of the node holding the device; "
+    "latency is measured there.",
+)
 @click.option(
     "--resume",
     "resume_dir",
@@ -162,6 +180,7 @@ def netadapt_command(
     train_epochs: int,
     data: str,
     target: str | None,
+    device: str | None,
     profile: str | None,
     budget: tuple[str, ...],
     resource: tuple[str, ...],
@@ -172,8 +191,9 @@ def netadapt_command(
     decay: float,
     max_iterations: int,
     out: Path | None,
-    workers: int,
+    workers: int | None,
     ray_address: str | None,
+    ray_device_resource: str | None,
     resume_dir: Path | None,
     seed: int,
     baseline: bool,
@@ -196,7 +216,7 @@ def netadapt_command(
     from edgekit.search import make_executor, resume
 
     progress = CliProgress()
-    executor = make_executor(workers, ray_address)
+    executor = make_executor(workers, ray_address, ray_device_resource)
     if resume_dir is not None:
         given = [
             "--" + name.replace("_", "-").replace("zoo-name", "model")
@@ -223,6 +243,7 @@ def netadapt_command(
             train_epochs=train_epochs,
             data_source=data,
             target=target,
+            device=device,
             profile=profile,
             budgets=_items(budget),
             resources=_items(resource) or ["latency"],
@@ -257,6 +278,7 @@ def _start(
     train_epochs: int,
     data_source: str,
     target: str | None,
+    device: str | None,
     profile: str | None,
     budgets: list[str],
     resources: list[str],
@@ -331,7 +353,9 @@ def _start(
     if not 0 < width <= 4:
         raise BadInputError(f"--width must be in (0, 4]; got {width}")
     # Everything that can be refused is refused before any training.
-    meter = make_meter(list(resources), target, profile, measure, None, None, runs=runs)
+    meter = make_meter(
+        list(resources), target, profile, measure, None, None, runs=runs, device=device
+    )
     from edgekit.data import load_dataset
 
     zoo = None
@@ -368,6 +392,7 @@ def _start(
         options,
         target=target,
         profile=profile,
+        device=device,
         data_source=data_source,
         zoo=zoo,
         trust_model=trust_model,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from edgekit.errors import BadInputError, EdgekitError, RuntimeUnavailableError
 
 log = logging.getLogger(__name__)
 
-RAY_INSTALL = "pip install 'ray[default]'"
+RAY_INSTALL = "pip install 'ray==2.60.0'"
+MEASURE_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -270,42 +272,225 @@ class LocalPoolExecutor(Executor):
 
 
 class RayExecutor(Executor):
-    """Proposals on a Ray cluster (``--ray-address``). Not implemented yet.
+    """Proposals as Ray tasks (``--ray-address``), one CPU each.
 
-    The plan: one Ray task per proposal, the checkpoint folder on storage every node sees,
-    attached devices declared as Ray custom resources so each confirmation measurement runs
-    on the node that holds the device.
+    Nothing is assumed to be shared between the nodes but Ray itself: the network a
+    proposal is pruned from travels as ``.keras`` bytes through Ray's object store, the data
+    set is put there once, and each fine-tuned proposal comes back as bytes that the driver
+    writes into the run's folder. Every node needs edgekit installed (the same version).
+
+    A device attached to one node is declared there as a Ray custom resource
+    (``ray start ... --resources '{"coral_usb": 1}'``); with ``device_resource`` set, latency
+    measurements run as Ray tasks that need one unit of it, so they run on that node, one at a
+    time.
+
+    Args:
+        address: a Ray address (``auto``, ``HOST:PORT``, ``ray://HOST:10001``), or ``local``
+            to start a Ray instance in this process with ``num_cpus`` CPUs (and one unit of
+            ``device_resource``, if given: a test or a single machine with a device).
+        num_cpus: CPUs of a ``local`` instance.
+        device_resource: the custom resource that marks the node holding the device.
     """
 
     name = "ray"
 
-    def __init__(self, address: str) -> None:
+    def __init__(
+        self, address: str, num_cpus: int | None = None, device_resource: str | None = None
+    ) -> None:
         try:
-            import ray  # noqa: F401
+            import ray
         except ImportError:
-            raise RuntimeUnavailableError(f"Ray executor not available: {RAY_INSTALL}") from None
-        raise BadInputError(
-            f"--ray-address {address}: the Ray executor is not implemented yet; use "
-            "--workers N for a local process pool"
-        )
+            raise RuntimeUnavailableError(
+                f"--ray-address needs Ray, which is not installed: {RAY_INSTALL} (or pip "
+                "install 'edgekit[ray]')"
+            ) from None
+        self._ray = ray
+        self.address = address
+        self.num_cpus = num_cpus
+        self.device_resource = device_resource
+        self._owned = False
+        self._data_ref: Any = None
+        self._proposal: Any = None
+        self._measure: Any = None
+
+    def _init(self) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        # Workers import TensorFlow: they must select Keras 2 first, like every entry point.
+        options: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": os.environ.get("EDGEKIT_RAY_LOG") == "1",
+            "runtime_env": {"env_vars": {"TF_USE_LEGACY_KERAS": "1"}},
+        }
+        try:
+            if self.address == "local":
+                resources = {self.device_resource: 1} if self.device_resource else None
+                ray.init(num_cpus=self.num_cpus, resources=resources, **options)
+                self._owned = True
+            else:
+                ray.init(address=self.address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise RuntimeUnavailableError(
+                f"cannot connect to the Ray cluster at --ray-address {self.address}: "
+                f"{str(err).splitlines()[0] if str(err) else type(err).__name__}; start it with "
+                "`ray start --head` (and `ray start --address HEAD:6379` on the other nodes)"
+            ) from err
+        if self.device_resource:
+            total = ray.cluster_resources().get(self.device_resource, 0)
+            if total < 1:
+                raise RuntimeUnavailableError(
+                    f"no node of the Ray cluster at {self.address} offers the resource "
+                    f"'{self.device_resource}'; start the node that holds the device with "
+                    f"ray start --resources '{{\"{self.device_resource}\": 1}}'"
+                )
+        self._proposal = ray.remote(num_cpus=1)(_ray_proposal)
+
+    def start(self, data: Dataset) -> None:
+        self._init()
+        self._data_ref = self._ray.put(data)
+
+    def map(self, tasks: Sequence[ProposalTask]) -> list[ProposalResult]:
+        import dataclasses
+
+        from edgekit._io import write_bytes_atomic
+
+        ray = self._ray
+        if self._data_ref is None:
+            raise RuntimeError("RayExecutor.start(data) was not called")
+        sources: dict[str, Any] = {}
+        refs = []
+        for task in tasks:
+            if task.model_path not in sources:
+                sources[task.model_path] = ray.put(Path(task.model_path).read_bytes())
+            refs.append(self._proposal.remote(task, sources[task.model_path], self._data_ref))
+        try:
+            done = ray.get(refs)
+        except ray.exceptions.RayError as err:
+            raise EdgekitError(
+                f"a proposal failed on the Ray cluster ({_first_line(err)}); the last "
+                "checkpoint is kept: continue with --resume"
+            ) from err
+        results = []
+        for task, (result, blob) in zip(tasks, done, strict=True):
+            write_bytes_atomic(Path(task.out_path), blob)
+            results.append(dataclasses.replace(result, out_path=task.out_path))
+        return results
+
+    def measure_fn(self) -> Any:
+        """A function ``(artifact, sample, runs, warmup, threads) -> latency stats`` that
+        measures on the node holding :attr:`device_resource`, or None without one."""
+        if not self.device_resource:
+            return None
+        self._init()
+        remote = self._ray.remote(num_cpus=0, resources={self.device_resource: 1})(_ray_measure)
+
+        def measure(
+            path: Path, sample: np.ndarray, runs: int, warmup: int, threads: int | None
+        ) -> dict[str, Any]:
+            if not self._ray.is_initialized():  # never let Ray start a stray local instance
+                raise RuntimeError("RayExecutor measurement after close()")
+            blob = Path(path).read_bytes()
+            ref = remote.remote(blob, Path(path).suffix, sample, runs, warmup, threads)
+            try:
+                return self._ray.get(ref, timeout=MEASURE_TIMEOUT_S)
+            except self._ray.exceptions.GetTimeoutError:
+                self._ray.cancel(ref, force=True)
+                raise RuntimeUnavailableError(
+                    f"no node with '{self.device_resource}' ran the measurement within "
+                    f"{MEASURE_TIMEOUT_S:g}s; is that node up (`ray status`)?"
+                ) from None
+            except self._ray.exceptions.RayError as err:
+                raise RuntimeUnavailableError(
+                    f"the measurement on the node with '{self.device_resource}' failed "
+                    f"({_first_line(err)})"
+                ) from err
+
+        measure.where = f"the Ray node with resource '{self.device_resource}'"  # type: ignore[attr-defined]
+        return measure
+
+    def close(self) -> None:
+        if self._owned and self._ray.is_initialized():
+            self._ray.shutdown()
+            self._owned = False
 
 
-def make_executor(workers: int = 1, ray_address: str | None = None) -> Executor:
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(err).__name__
+
+
+def _ray_proposal(task: ProposalTask, source: bytes, data: Dataset) -> tuple[ProposalResult, bytes]:
+    """A proposal on a Ray worker: the network arrives and leaves as bytes."""
+    import dataclasses
+    import tempfile
+
+    import edgekit  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-ray-") as tmp:
+        src = Path(tmp) / "source.keras"
+        src.write_bytes(source)
+        out = Path(tmp) / "proposal.keras"
+        local = dataclasses.replace(task, model_path=str(src), out_path=str(out))
+        result = run_proposal(local, data)
+        return result, out.read_bytes()
+
+
+def _ray_measure(
+    blob: bytes, suffix: str, sample: np.ndarray, runs: int, warmup: int, threads: int | None
+) -> dict[str, Any]:
+    """A latency measurement on the Ray node that holds the device."""
+    import dataclasses
+    import os
+    import socket
+    import tempfile
+
+    import edgekit  # noqa: F401
+    from edgekit.measure import measure_latency, open_runner
+
+    with tempfile.TemporaryDirectory(prefix="edgekit-ray-") as tmp:
+        path = Path(tmp) / f"artifact{suffix}"
+        path.write_bytes(blob)
+        runner = open_runner("litert", path, threads=threads)
+        stats = measure_latency(runner, sample, runs=runs, warmup=warmup)
+        out: dict[str, Any] = {k: float(v) for k, v in dataclasses.asdict(stats).items()}
+        out.update({"host": socket.gethostname(), "pid": os.getpid()})
+        return out
+
+
+def default_workers() -> int:
+    """The default pool size: the CPU count, at most 4 (each worker holds a TensorFlow)."""
+    import os
+
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def make_executor(
+    workers: int | None = None,
+    ray_address: str | None = None,
+    ray_device_resource: str | None = None,
+) -> Executor:
     """The executor for ``--workers`` / ``--ray-address``.
 
-    ``workers`` 1 runs proposals in this process; more starts a local process pool.
+    ``workers`` 1 runs proposals in this process; more starts a local process pool; None
+    means :func:`default_workers` (a pool wherever there is more than one core).
 
     Raises:
         BadInputError: ``workers`` < 1, or both a pool and Ray were asked for.
         RuntimeUnavailableError: Ray was asked for and is not installed.
     """
     if ray_address:
-        if workers != 1:
+        if workers is not None:
             raise BadInputError(
                 f"--workers {workers} and --ray-address {ray_address} exclude each other; "
                 "Ray decides where proposals run"
             )
-        return RayExecutor(ray_address)
+        return RayExecutor(ray_address, device_resource=ray_device_resource)
+    if ray_device_resource:
+        raise BadInputError("--ray-device-resource needs --ray-address")
+    if workers is None:
+        workers = default_workers()
     if workers < 1:
         raise BadInputError(f"--workers must be >= 1; got {workers}")
     return SerialExecutor() if workers == 1 else LocalPoolExecutor(workers)

@@ -3,6 +3,7 @@ driven by a checkpointed state (see :mod:`edgekit.search.netadapt`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -106,6 +107,8 @@ class Search:
                 self._final()
             if self.state["phase"] == "baseline":
                 self._baseline()
+            if self.state["phase"] == "confirm":
+                self._confirm()
         finally:
             executor.close()
         report = netadapt_report(self.state, self.out)
@@ -251,12 +254,22 @@ class Search:
         (self.out / "nets").mkdir(exist_ok=True)
         Path(best.path).replace(self.out / net)
         measured = None
+        scale = self.meter.scale
+        predicted = None
+        if self.meter.profile is not None and "latency" in best.values:
+            predicted = best.values["latency"] / scale  # the table's own figure
+        values = dict(best.values)
         if "latency" in self.opts.resources and self.meter.can_measure:
             from edgekit.models._io import load_keras_model
 
             chosen = load_keras_model(self.out / net, trust=self.state["trust_model"])
             measured = self.meter.measure_ms(chosen, stem=f"net_{i:04d}")
-        predicted = best.values.get("latency") if self.meter.profile is not None else None
+            # Confirmed by measurement: the next iteration starts from (and the stopping rule
+            # reads) the measured latency, and the table is rescaled to agree with it.
+            values["latency"] = measured
+            if predicted is not None:
+                self.meter.calibrate(predicted, measured)
+                self.state["latency_scale"] = self.meter.scale
         record = {
             "iteration": i,
             "group": best.group,
@@ -267,12 +280,13 @@ class Search:
             "resources": rounded(best.values),
             "latency_ms_predicted": round_or_none(predicted),
             "latency_ms_measured": round_or_none(measured),
+            "latency_scale": round(scale, 6) if predicted is not None else None,
             "accuracy": round(best.accuracy, 6),
             "model": str(net),
             "proposals": [p.as_dict() for p in proposals],
             "unreachable": unreachable,
         }
-        self.state["current"] = {"model": str(net), "values": dict(best.values)}
+        self.state["current"] = {"model": str(net), "values": values}
         self.state["seeds"].setdefault("proposals", {})[str(i)] = {
             p.group: p.seed for p in proposals
         }
@@ -323,11 +337,48 @@ class Search:
             train_model(model, self.data, cfg, callbacks=callbacks)
         path = save_keras_model(model, self.out / "result.keras")
         self.state["result"] = describe(model, self.data, self.meter, "result", path, self.say)
-        self.state["result"]["values"] = rounded(
-            resource_values(model, self.opts.resources, self.meter) or {}
-        )
+        self.state["result"]["values"] = self._values(model, self.state["result"])
         self.state["seconds"] = round(self.state["seconds"] + time.perf_counter() - t0, 2)
-        self.state["phase"] = "baseline" if self._wants_baseline() else "done"
+        self.state["phase"] = "baseline" if self._wants_baseline() else "confirm"
+        write_state(self.out, self.state)
+
+    def _values(self, model: Any, described: dict[str, Any]) -> dict[str, float]:
+        """A finished network's resources, its latency as measured when it was."""
+        values = resource_values(model, self.opts.resources, self.meter) or {}
+        if "latency" in values and described.get("latency_ms_measured") is not None:
+            values["latency"] = described["latency_ms_measured"]
+        return rounded(values)
+
+    def _confirm(self) -> None:
+        """Measure the reference, the result and the baseline side by side: the figures the
+        report compares come from one session, alternating, on the same machine state."""
+        stems = {"reference": self.state["reference"], "result": self.state["result"]}
+        for entry in self.state["width_baseline"]:
+            stems[f"width_{entry['width']:g}"] = entry
+        paths = {k: v.get("artifact") for k, v in stems.items()}
+        if "latency" in self.opts.resources and self.meter.can_measure and all(paths.values()):
+            runs = max(100, self.opts.measure_runs)
+            self.say(
+                f"measuring {', '.join(stems)} side by side ({runs} runs each, {self.meter.where})"
+            )
+            stats = measure_artifacts(
+                {k: Path(p) for k, p in paths.items()}, self.meter, runs, self.data.x_test[:1]
+            )
+            self.state["side_by_side"] = {
+                "runs": runs,
+                "how": (
+                    f"one after another on {self.meter.where}"
+                    if self.meter.device or self.meter.measure_fn
+                    else "alternating rounds in one process"
+                ),
+                "latency_ms": stats,
+            }
+            for key, entry in stems.items():
+                entry["latency_ms"] = round(stats[key]["p50"], 6)
+                entry["latency"] = stats[key]
+                if "latency" in entry.get("values", {}):
+                    entry["values"]["latency"] = entry["latency_ms"]
+        self.state["phase"] = "done"
         write_state(self.out, self.state)
 
     def _wants_baseline(self) -> bool:
@@ -369,16 +420,14 @@ class Search:
                     "multiplier": multiplier,
                     "epochs": epochs,
                     "seed": seed,
-                    "values": rounded(
-                        resource_values(model, self.opts.resources, self.meter) or {}
-                    ),
+                    "values": self._values(model, entry),
                     "seconds": round(time.perf_counter() - t0, 2),
                 }
             )
             self.state["width_baseline"].append(entry)
             self.state["seconds"] = round(self.state["seconds"] + entry["seconds"], 2)
             write_state(self.out, self.state)
-        self.state["phase"] = "done"
+        self.state["phase"] = "confirm"
         write_state(self.out, self.state)
 
 
@@ -457,9 +506,16 @@ def resource_values(model: Any, resources: Sequence[str], meter: Meter) -> dict[
 
 
 def describe(
-    model: Any, data: Dataset, meter: Meter, stem: str, path: Path, say: Progress
+    model: Any,
+    data: Dataset,
+    meter: Meter,
+    stem: str,
+    path: Path,
+    say: Progress,
+    measured: float | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, cost and latency of one network, measured the same way for every one."""
+    """Accuracy, cost and latency of one network, measured the same way for every one
+    (``measured``: its latency, if it was just measured)."""
     from edgekit.models import count_model
     from edgekit.search._resources import BYTES_PER_WEIGHT
     from edgekit.train import evaluate_probs
@@ -467,10 +523,10 @@ def describe(
     cost = count_model(model)
     test_acc = float(np.mean(np.argmax(evaluate_probs(model, data.x_test), axis=1) == data.y_test))
     predicted = meter.predict_ms(model)
-    measured = None
-    if meter.can_measure:
-        say(f"measuring {stem} ({meter.format}, LiteRT, {meter.threads or 'default'} threads)")
+    if meter.can_measure and measured is None:
+        say(f"measuring {stem} ({meter.where})")
         measured = meter.measure_ms(model, stem=stem, fresh=True)  # keep its artifact
+    artifact = meter.artifacts.get(stem)
     return {
         "latency_ms": round_or_none(measured if measured is not None else predicted),
         "latency_ms_predicted": round_or_none(predicted),
@@ -481,6 +537,42 @@ def describe(
         "params": int(cost.params),
         "size_bytes": int(cost.params * BYTES_PER_WEIGHT[meter.precision]),
         "model": str(Path(path).absolute()),
+        "artifact": str(Path(artifact).absolute()) if artifact and measured is not None else None,
+    }
+
+
+def measure_artifacts(
+    paths: dict[str, Path], meter: Meter, runs: int, sample: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Latency statistics of each artifact: side by side in alternating rounds here, or one
+    after another on the meter's device."""
+    if meter.measure_fn is not None:
+        return {
+            key: {
+                n: round(float(v), 6)
+                for n, v in meter.measure_fn(
+                    path, sample, runs, meter.warmup, meter.threads
+                ).items()
+                if isinstance(v, int | float)
+            }
+            for key, path in paths.items()
+        }
+    if meter.device:
+        from edgekit.measure.remote import bench_on_device
+
+        return {
+            key: bench_on_device(meter.device, path, runs, meter.warmup, meter.threads)[
+                "latency_ms"
+            ]
+            for key, path in paths.items()
+        }
+    from edgekit.measure import measure_side_by_side, open_runner
+
+    runners = {k: open_runner("litert", p, threads=meter.threads) for k, p in paths.items()}
+    stats = measure_side_by_side(runners, sample, runs=runs, warmup=meter.warmup, rounds=5)
+    return {
+        k: {n: round(float(v), 6) for n, v in dataclasses.asdict(s).items()}
+        for k, s in stats.items()
     }
 
 

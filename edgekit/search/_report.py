@@ -117,8 +117,15 @@ def netadapt_report(state: dict[str, Any], out: Path) -> dict[str, Any]:
             "text": b["text"],
             "value": round(float(b["value"]), 6),
             "unit": res.unit,
+            "reached": reached,
             "met": None if reached is None else bool(reached <= b["value"] * (1 + 1e-9)),
         }
+        stats = (state.get("result") or {}).get("latency")
+        if b["resource"] == "latency" and stats and reached is not None:
+            # Measured latency is noisy: say how much, and whether the budget is met within it.
+            noise = (stats["p90"] - stats["p50"]) / stats["p50"] if stats["p50"] > 0 else 0.0
+            budget["latency"]["noise"] = round(noise, 4)
+            budget["latency"]["met_within_noise"] = bool(reached <= b["value"] * (1 + noise))
     return {
         "status": state["status"],
         "message": state["message"],
@@ -127,6 +134,10 @@ def netadapt_report(state: dict[str, Any], out: Path) -> dict[str, Any]:
             "profile" if state["profile"] else ("measured" if state["can_measure"] else None)
         ),
         "target": state["target"],
+        "device": state.get("device"),
+        "latency_scale": state.get("latency_scale"),
+        "side_by_side": state.get("side_by_side"),
+        "notes": state.get("notes", []),
         "precision": state["precision"],
         "budget": budget,
         "reference": state["reference"],

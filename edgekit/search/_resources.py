@@ -117,10 +117,20 @@ class Meter:
         precision: ``int8`` or ``fp32``: the artifact measured and the bytes per weight.
         target: the target name, or None.
         threads: LiteRT threads when measuring.
-        can_measure: latency can be measured on this machine for this target.
+        can_measure: latency can be measured for this target: here (``cpu``), or on
+            ``device``.
         work_dir: where measured artifacts are written.
         calibration: images for int8 conversion.
         runs, warmup: timed and untimed inferences per measurement.
+        device: a remote device URI (``ssh://``, ``adb://``, ``agent://``) measurements run
+            on, or None for this machine.
+        measure_fn: measures elsewhere: ``fn(artifact, sample, runs, warmup, threads)`` ->
+            latency statistics (a Ray task on the node holding the device).
+        scale: measured / predicted latency of the last network measured; the search's
+            latency of a network is its table prediction times this (see
+            :meth:`latency_ms`), so a table's systematic error is corrected by measurement.
+        notes: what the meter decided and why (a table that does not cover the network).
+        artifacts: measured artifact path by stem.
     """
 
     profile: dict[str, Any] | None = None
@@ -132,12 +142,71 @@ class Meter:
     calibration: np.ndarray | None = None
     runs: int = 50
     warmup: int = 10
+    device: str | None = None
+    measure_fn: Callable[..., dict[str, Any]] | None = None
+    scale: float = 1.0
+    notes: list[str] = field(default_factory=list)
+    artifacts: dict[str, Path] = field(default_factory=dict)
     _measured: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
     def format(self) -> str:
         """The converter format measured: ``tflite_int8`` or ``tflite_fp32``."""
         return f"tflite_{self.precision}"
+
+    def latency_ms(self, model: Any) -> float | None:
+        """The latency the search uses: the table's prediction times :attr:`scale`, or a
+        measurement without a table; None outside the table."""
+        if self.profile is not None:
+            raw = self.predict_ms(model)
+            return None if raw is None else raw * self.scale
+        return self.measure_ms(model, stem="search")
+
+    def check_profile(self, model: Any) -> None:
+        """Keep the table only if it covers ``model``; else measure instead (with a note).
+
+        Raises:
+            BadInputError: the table does not cover ``model`` and latency cannot be measured.
+        """
+        if self.profile is None:
+            return
+        from edgekit.measure.lut import MissingLayerError, predict_latency
+
+        recorded = str(self.profile.get("device", {}).get("cpu") or "")
+        if recorded and self.can_measure and not (self.device or self.measure_fn):
+            from edgekit.measure._bench import host_description
+
+            here = str(host_description()["cpu"])
+            if recorded != here:
+                self.notes.append(
+                    f"the latency table was recorded on '{recorded}', this machine is "
+                    f"'{here}': its predictions are rescaled to this machine's measurements"
+                )
+        try:
+            predict_latency(model, self.profile)
+        except MissingLayerError as err:
+            if not self.can_measure:
+                raise MissingLayerError(
+                    f"{err}; and latency cannot be measured instead (measuring is turned off, "
+                    "or the target is not this machine: pass --device URI)"
+                ) from None
+            self.notes.append(
+                f"the latency table does not cover this network ({err}); latency is measured "
+                f"instead ({self.where})"
+            )
+            self.profile = None
+
+    def calibrate(self, predicted: float, measured: float) -> None:
+        """Scale later predictions by ``measured / predicted`` (one network's)."""
+        if predicted > 0 and measured > 0:
+            self.scale = measured / predicted
+
+    @property
+    def where(self) -> str:
+        """Where measurements run, for messages."""
+        threads = f"{self.threads} thread(s)" if self.threads else "default threads"
+        on = getattr(self.measure_fn, "where", None) or self.device or "this machine"
+        return f"{self.format} on {on}, LiteRT, {threads}"
 
     def predict_ms(self, model: Any) -> float | None:
         """Latency predicted from the profile; None without one or outside the table."""
@@ -162,7 +231,8 @@ class Meter:
         """
         if not self.can_measure:
             raise BadInputError(
-                f"latency of target '{self.target}' cannot be measured on this machine"
+                f"latency of target '{self.target}' cannot be measured on this machine; "
+                "pass --device URI"
             )
         signature = architecture_signature(model)
         if signature in self._measured and not fresh:
@@ -187,11 +257,25 @@ class Meter:
         artifact = get_converter(self.format).convert(
             model, work_dir, ConvertOptions(stem=stem, calibration=calibration)
         )
-        runner = open_runner("litert", artifact.path, threads=self.threads)
-        sample = calibration[:1]
-        stats = measure_latency(runner, sample, runs=self.runs, warmup=self.warmup)
-        self._measured[signature] = float(stats.p50)
-        return float(stats.p50)
+        self.artifacts[stem] = artifact.path
+        if self.measure_fn is not None:
+            stats = self.measure_fn(
+                artifact.path, calibration[:1], self.runs, self.warmup, self.threads
+            )
+            p50 = float(stats["p50"])
+        elif self.device:
+            from edgekit.measure.remote import bench_on_device
+
+            result = bench_on_device(
+                self.device, artifact.path, self.runs, self.warmup, self.threads
+            )
+            p50 = float(result["latency_ms"]["p50"])
+        else:
+            runner = open_runner("litert", artifact.path, threads=self.threads)
+            stats = measure_latency(runner, calibration[:1], runs=self.runs, warmup=self.warmup)
+            p50 = float(stats.p50)
+        self._measured[signature] = p50
+        return p50
 
 
 def architecture_signature(model: Any) -> str:
@@ -207,12 +291,16 @@ def make_meter(
     work_dir: Path | None,
     calibration: np.ndarray | None,
     runs: int = 50,
+    device: str | None = None,
+    target_profile: bool = True,
+    measure_fn: Callable[..., dict[str, Any]] | None = None,
 ) -> Meter:
     """Decide how latency is obtained for ``target`` and check that it can be.
 
-    The profile is ``profile`` if given, else the target file's ``profile`` key. Latency is
-    measured (to confirm the chosen networks, or as the resource itself when there is no
-    profile) only where the target's hardware is this machine (``cpu``) and LiteRT is here.
+    The profile is ``profile`` if given, else (when ``target_profile``) the target file's
+    ``profile`` key. Latency is measured (to confirm the chosen networks, or as the resource
+    itself when there is no profile) on ``device`` when given, else only where the target's
+    hardware is this machine (``cpu``) and LiteRT is here.
 
     Raises:
         BadInputError: latency is a resource but there is neither a profile nor a way to
@@ -227,7 +315,9 @@ def make_meter(
         from edgekit.targets import load_target
 
         spec = load_target(target)
-    source = profile if profile is not None else (spec.profile if spec else None)
+    source = profile
+    if source is None and target_profile and spec is not None:
+        source = spec.profile
     loaded = None
     if isinstance(source, dict):
         loaded = source
@@ -240,7 +330,8 @@ def make_meter(
     if threads is None and spec is not None:
         threads = spec.threads
     local = target in LOCAL_TARGETS and spec is not None and f"tflite_{precision}" in spec.formats
-    can_measure = bool(measure and local and runtime_unavailable_reason("litert") is None)
+    here = local and runtime_unavailable_reason("litert") is None
+    can_measure = bool(measure and (device or measure_fn is not None or here))
     if "latency" in resources and loaded is None and not can_measure:
         if target is None:
             why = "no target was given"
@@ -265,6 +356,8 @@ def make_meter(
         work_dir=work_dir,
         calibration=calibration,
         runs=runs,
+        device=device,
+        measure_fn=measure_fn,
     )
 
 
@@ -272,9 +365,7 @@ def make_meter(
 
 
 def _latency(model: Any, meter: Meter) -> float | None:
-    if meter.profile is not None:
-        return meter.predict_ms(model)
-    return meter.measure_ms(model, stem="search")
+    return meter.latency_ms(model)
 
 
 def _latency_shares(model: Any, meter: Meter) -> dict[str, float]:

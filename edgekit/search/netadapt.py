@@ -100,6 +100,7 @@ def netadapt(
     *,
     target: str | None = None,
     profile: str | Path | dict[str, Any] | None = None,
+    device: str | None = None,
     data_source: str | None = None,
     zoo: ZooSpec | None = None,
     trust_model: bool = False,
@@ -117,7 +118,11 @@ def netadapt(
         options: what to search; defaults to :class:`NetAdaptOptions`.
         target: target name; its ``profile`` key gives the latency table unless ``profile``
             is given, and latency is measured only where the target is this machine (cpu).
-        profile: a latency look-up table (shipped name, path, or loaded dict).
+        profile: a latency look-up table (shipped name, path, or loaded dict). A table
+            that does not cover the model (another input size) is dropped for measurement
+            when latency can be measured, with a note.
+        device: a device URI (``ssh://``, ``adb://``, ``agent://``) to measure latency on,
+            instead of this machine.
         data_source: how ``data`` was loaded (``digits``, a path), recorded so that
             :func:`resume` can load it again.
         zoo: the reference's zoo name and width, for the width-multiplier baseline.
@@ -155,9 +160,15 @@ def netadapt(
         out / "artifacts",
         data.x_train,
         runs=opts.measure_runs,
+        device=device,
+        measure_fn=_measure_fn(executor),
     )
     say = sayer(progress)
-    reference_values = _reference_values(model, opts.resources, meter)
+    if "latency" in opts.resources:
+        meter.check_profile(model)
+    for note in meter.notes:
+        say(note)
+    reference_values, reference_measured = _measured_reference(model, opts.resources, meter, say)
     budget_values = _resolve_budgets(budgets, reference_values)
 
     from edgekit.measure.lut import save_profile
@@ -170,11 +181,13 @@ def netadapt(
         if meter.profile is not None:
             save_profile(meter.profile, out / "profile.json")
         state = _initial_state(
-            out, model, data, meter, opts, budgets, reference_values, budget_values, say
-        )
+            out, model, data, meter, opts, budgets, reference_values, budget_values, say,
+            reference_measured,
+        )  # fmt: skip
         state.update(
             {
                 "target": target,
+                "device": device,
                 "trust_model": bool(trust_model),
                 "data": {"source": data_source, **data.summary()},
                 "zoo": asdict(zoo) if zoo else None,
@@ -205,6 +218,7 @@ def _initial_state(
     reference_values: dict[str, float],
     budget_values: dict[str, float],
     say: Progress,
+    reference_measured: float | None,
 ) -> dict[str, Any]:
     say(
         "reference: "
@@ -212,7 +226,9 @@ def _initial_state(
         + "; budget: "
         + ", ".join(f"{r} {get_resource(r).format(v)}" for r, v in budget_values.items())
     )
-    reference = describe(model, data, meter, "reference", out / "reference.keras", say)
+    reference = describe(
+        model, data, meter, "reference", out / "reference.keras", say, measured=reference_measured
+    )
     return {
         "schema": STATE_SCHEMA,
         "phase": "search",
@@ -227,6 +243,8 @@ def _initial_state(
         "history": [],
         "seeds": {"base": opts.seed},
         "profile": "profile.json" if meter.profile is not None else None,
+        "latency_scale": meter.scale,
+        "notes": list(meter.notes),
         "precision": meter.precision,
         "threads": meter.threads,
         "can_measure": meter.can_measure,
@@ -295,7 +313,12 @@ def resume(
         out / "artifacts",
         data.x_train,
         runs=opts.measure_runs,
+        device=state.get("device"),
+        target_profile=False,  # the run's own table (saved in its folder), or none
+        measure_fn=_measure_fn(executor),
     )
+    meter.scale = float(state.get("latency_scale", 1.0))
+    meter.notes = list(state.get("notes", []))
     say = sayer(progress)
     say(f"resuming {out} after iteration {state['iteration']} ({state['phase']})")
     return Search(out, state, data, meter, executor, say, training_callbacks, on_iteration).run()
@@ -354,7 +377,41 @@ def check_budgets(model: Any, options: NetAdaptOptions, meter: Meter) -> dict[st
             latency the profile cannot predict.
     """
     budgets = options.check()
+    if "latency" in options.resources:
+        meter.check_profile(model)
     return _resolve_budgets(budgets, _reference_values(model, options.resources, meter))
+
+
+def _measure_fn(executor: Executor | None) -> Any:
+    """How an executor measures on the node that holds the device (Ray), if it does."""
+    fn = getattr(executor, "measure_fn", None)
+    return fn() if fn is not None else None
+
+
+def _measured_reference(
+    model: Any, resources: Sequence[str], meter: Meter, say: Progress
+) -> tuple[dict[str, float], float | None]:
+    """The reference's resources, its latency measured where it can be.
+
+    A relative latency budget is a share of the reference's measured latency; with a table,
+    the table's predictions are scaled so that the reference's equals its measurement.
+    """
+    measured = None
+    if "latency" in resources and meter.can_measure:
+        say(f"measuring the reference ({meter.where})")
+        measured = meter.measure_ms(model, stem="reference", fresh=True)
+        if meter.profile is not None:
+            predicted = meter.predict_ms(model)
+            if predicted is not None:
+                meter.calibrate(predicted, measured)
+                say(
+                    f"the table predicts {predicted:.3f} ms, measured {measured:.3f} ms: "
+                    f"predictions are scaled by {meter.scale:.3f}"
+                )
+    values = _reference_values(model, resources, meter)
+    if measured is not None:
+        values["latency"] = measured
+    return values, measured
 
 
 def _reference_values(model: Any, resources: Sequence[str], meter: Meter) -> dict[str, float]:
