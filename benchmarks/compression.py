@@ -5,9 +5,12 @@ digits), runs each built-in recipe through the same code as `edgekit compress`, 
 LiteRT accuracy on the held-out test split, raw and gzipped artifact size, and p50 latency of
 the reference and the result timed side by side. The distillation row also trains the same
 student without the teacher, same epochs, over three seeds. Each recipe's pass/fail against
-the compression issue's thresholds is printed. Results go to benchmarks/RESULTS.md.
+the compression issue's thresholds is printed. With --deploy, each result then goes through
+`edgekit deploy --target cpu` (every format, validated and timed) in its own section. Results
+go to benchmarks/RESULTS.md.
 
     python benchmarks/compression.py [--threads 1] [--runs 300] [--recipes prune50,binary]
+                                     [--deploy]
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--recipes", default=",".join(RECIPES))
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the distillation comparison")
+    ap.add_argument("--deploy", action="store_true", help="deploy --target cpu every result")
     args = ap.parse_args()
 
     from edgekit.compress._run import CompressRequest, compress
@@ -112,6 +116,9 @@ def main() -> None:
         t0 = time.perf_counter()
         reports[name] = compress(model, "default", data, req, ctx)
         reports[name]["wall_s"] = time.perf_counter() - t0
+
+    if args.deploy:
+        _deploy_results(reports, work)
 
     kd = None
     if "distill" in names:
@@ -186,6 +193,40 @@ def main() -> None:
     if failed:
         print(f"thresholds not met: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
+
+
+def _deploy_results(reports: dict[str, dict[str, Any]], work: Path) -> None:
+    """`edgekit deploy --target cpu` on every recipe's output model, one table."""
+    from edgekit.deploy import DeployRequest, deploy
+
+    lines = [
+        "## recipe_deploy: `edgekit deploy --target cpu` on every built-in recipe's output",
+        "",
+        "Each recipe's output `.keras` (from the compression run above) deployed with the "
+        "default options: every cpu format built, validated on the held-out test split, and "
+        "timed side by side (100 runs, 2 threads). 'twin' names the float twin the formats "
+        "were converted from (fake_quant: every format but tflite_int8; binary: every "
+        f"format). Host: {host_line()}.",
+        "",
+        "| recipe | Keras acc. | twin | formats built | accuracy per format | failed checks "
+        "| selected | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in reports.items():
+        print(f"deploy {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        rep = deploy(DeployRequest("cpu", Path(r["result"]["model"]), out=work / f"{name}-cpu"))
+        arts = rep["artifacts"]
+        twin = (rep.get("float_twin") or {}).get("kind", "-")
+        accs = ", ".join(f"{a['format']} {a['accuracy']:.4f}" for a in arts)
+        failed = ", ".join(a["format"] for a in arts if not a["check"]["passed"]) or "none"
+        lines.append(
+            f"| {name} | {rep['reference']['accuracy']:.4f} | {twin} | {len(arts)}/8 | {accs} "
+            f"| {failed} | {rep['selected']} | {time.perf_counter() - t0:.0f} |"
+        )
+    body = "\n".join(lines)
+    print(body)
+    write_section("recipe_deploy", body)
 
 
 def _codebook_line(c: dict[str, Any]) -> str:
