@@ -275,6 +275,8 @@ def package_ios(
         raise BadInputError(
             f"'{dest}' exists and is not a Core ML package; remove it or choose another stem"
         )
+    from edgekit.compress.twin import model_for_converter
+
     ct = _coreml.import_coremltools()
     input_name = src.model.input_names[0]
     meta = {
@@ -306,7 +308,7 @@ def package_ios(
     try:
         with _coreml.quiet() as tool_log:
             mlmodel = ct.convert(
-                src.model,
+                model_for_converter(src.model, takes_fake_quant=False),  # Core ML: no FakeQuant
                 source="tensorflow",
                 inputs=[image],
                 classifier_config=ct.ClassifierConfig(class_names),
@@ -583,12 +585,17 @@ def _input_range(norm: dict[str, Any]) -> list[float]:
 def _convert_keras(
     model: Any, fmt: str, dataset: Any, int_io: str, work: Path, out_dir: Path
 ) -> bytes:
+    from edgekit.compress.twin import model_for_converter
     from edgekit.converters import ConvertOptions, get_converter
 
     calibration = dataset.x_train if dataset is not None else None
     options = ConvertOptions(stem="model", calibration=calibration, int_io=int_io)
+    converter = get_converter(fmt)
     try:
-        art = get_converter(fmt).convert(model, work, options)
+        # A binarized or quantization-aware model converts as deploy converts it.
+        art = converter.convert(
+            model_for_converter(model, converter.takes_fake_quant), work, options
+        )
     except ConversionError as err:
         # The converter keeps its log beside the artifact, in our temporary folder: keep it.
         logs = list(work.glob("*.log"))

@@ -101,13 +101,10 @@ def _export_model(model: Any, fmt: str) -> Any:
     """The Keras model the ``fmt`` converter takes: the model itself, or its float twin (a
     binarized model always; a quantization-aware one unless the converter reads fake-quant
     ranges), as deploy does (see :mod:`edgekit.compress.twin`)."""
-    from edgekit.compress.twin import float_twin
+    from edgekit.compress.twin import model_for_converter
     from edgekit.converters import get_converter
 
-    twin = float_twin(model)
-    if twin is not None and twin.used_by(get_converter(fmt).takes_fake_quant):
-        return twin.model
-    return model
+    return model_for_converter(model, get_converter(fmt).takes_fake_quant)
 
 
 def measure_models(

@@ -75,6 +75,13 @@ def float_twin(model: Any) -> FloatTwin | None:
     return None
 
 
+def model_for_converter(model: Any, takes_fake_quant: bool) -> Any:
+    """The Keras model a converter should be given: ``model``, or its float twin (see the
+    module docstring); ``takes_fake_quant`` is the converter's attribute of that name."""
+    twin = float_twin(model)
+    return twin.model if twin is not None and twin.used_by(takes_fake_quant) else model
+
+
 def strip_fake_quant(model: Any) -> Any:
     """``model`` (from TF-MOT ``quantize_model`` / ``quantize_apply``) without its quantizers.
 

@@ -13,7 +13,7 @@ import pytest
 from edgekit._keras import keras
 from edgekit.compress._steps import StepContext, check_options, get_step
 from edgekit.compress.qat import float_layers, quantize_aware, resolve_preserve
-from edgekit.compress.twin import float_twin
+from edgekit.compress.twin import float_twin, model_for_converter
 from edgekit.converters import ConvertOptions, get_converter
 from edgekit.data import Dataset
 from edgekit.errors import BadInputError
@@ -289,6 +289,10 @@ def test_float_twin_is_the_original_network_with_the_trained_weights(
     for a, b in zip(loaded.model.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert float_twin(original) is None
+    # What each converter is given (deploy, compress and package all ask this).
+    assert model_for_converter(qat, takes_fake_quant=True) is qat
+    assert not any("Quantize" in type(x).__name__ for x in model_for_converter(qat, False).layers)
+    assert model_for_converter(original, takes_fake_quant=False) is original
 
 
 def test_deploy_converts_a_qat_model_for_every_runtime(
