@@ -17,6 +17,12 @@ SCHEMA: dict[str, tuple[type, bool, str]] = {
     "int_io": (str, False, "I/O type of full-integer models: int8 or uint8"),
     "threads": (int, False, "CPU threads the runtime uses when measuring"),
     "profile": (str, False, "latency look-up table in edgekit.profiles"),
+    "more_profiles": (
+        list,
+        False,
+        "further look-up tables (other input sizes); a search takes the first of profile and "
+        "these that covers its network",
+    ),
     "optional_formats": (
         list,
         False,
@@ -48,6 +54,7 @@ class Target:
     int_io: str = "int8"
     threads: int | None = None
     profile: str | None = None
+    more_profiles: tuple[str, ...] = ()
     optional_formats: tuple[str, ...] = ()
     analysis: str | None = None
     analysis_format: str | None = None
@@ -122,6 +129,9 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
                 f"target file {source}: [runtime.{rt}] has {bad!r}; allowed keys: "
                 f"{', '.join(RUNTIME_KEYS)}"
             )
+    more_profiles = data.get("more_profiles", [])
+    if not all(isinstance(p, str) for p in more_profiles):
+        raise BadInputError(f"target file {source}: 'more_profiles' must be a list of names")
     int_io = data.get("int_io", "int8")
     if int_io not in INT_IO_CHOICES:
         raise BadInputError(
@@ -137,6 +147,7 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
         int_io=int_io,
         threads=threads,
         profile=data.get("profile"),
+        more_profiles=tuple(more_profiles),
         optional_formats=tuple(optional),
         analysis=analysis,
         analysis_format=data.get("analysis_format"),

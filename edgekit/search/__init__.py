@@ -20,6 +20,7 @@ from edgekit.search._executor import (
     make_executor,
     run_proposal,
 )
+from edgekit.search._loop import measure_artifacts, result_epochs
 from edgekit.search._resources import (
     Budget,
     Meter,
@@ -80,12 +81,14 @@ __all__ = [
     "list_resources",
     "make_executor",
     "make_meter",
+    "measure_artifacts",
     "netadapt",
     "netadapt_report",
     "parse_budget",
     "reduction_schedule",
     "register_resource",
     "resource_reduction",
+    "result_epochs",
     "resume",
     "run_proposal",
     "train_zoo_model",

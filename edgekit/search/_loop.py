@@ -385,15 +385,13 @@ class Search:
         return bool(self.opts.baseline and self.state.get("zoo"))
 
     def baseline_epochs(self) -> int:
-        """Epochs the NetAdapt result's weights saw: the reference's training, the short
-        fine-tunings of its chain of chosen proposals, and the long fine-tuning."""
+        """Epochs the NetAdapt result's weights saw (see :func:`result_epochs`)."""
         zoo = self.state["zoo"] or {}
-        steps_per_epoch = math.ceil(len(self.data.x_train) / self.opts.batch_size)
-        short = len(self.state["history"]) * self.opts.short_steps
-        return (
-            int(zoo.get("train_epochs", 0))
-            + self.opts.long_epochs
-            + math.ceil(short / steps_per_epoch)
+        return result_epochs(
+            int(zoo.get("train_epochs", 0)),
+            len(self.state["history"]),
+            self.opts,
+            len(self.data.x_train),
         )
 
     def _baseline(self) -> None:
@@ -432,6 +430,17 @@ class Search:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def result_epochs(
+    train_epochs: int, iterations: int, opts: NetAdaptOptions, train_images: int
+) -> int:
+    """Epochs a NetAdapt result's weights saw, rounded up: the reference's training, the
+    short fine-tunings of its chain of chosen proposals, and the long fine-tuning. The
+    width-multiplier baseline trains this long."""
+    steps_per_epoch = math.ceil(train_images / opts.batch_size)
+    short = iterations * opts.short_steps
+    return train_epochs + opts.long_epochs + math.ceil(short / steps_per_epoch)
 
 
 def fewest_channels_removed(

@@ -133,6 +133,7 @@ def netadapt_report(state: dict[str, Any], out: Path) -> dict[str, Any]:
         "latency_source": (
             "profile" if state["profile"] else ("measured" if state["can_measure"] else None)
         ),
+        "profile": state.get("profile_name"),
         "target": state["target"],
         "device": state.get("device"),
         "latency_scale": state.get("latency_scale"),

@@ -129,6 +129,8 @@ class Meter:
         scale: measured / predicted latency of the last network measured; the search's
             latency of a network is its table prediction times this (see
             :meth:`latency_ms`), so a table's systematic error is corrected by measurement.
+        alternatives: further tables (the target's ``more_profiles``, other input sizes),
+            tried in order when ``profile`` does not cover the network.
         notes: what the meter decided and why (a table that does not cover the network).
         artifacts: measured artifact path by stem.
     """
@@ -145,6 +147,7 @@ class Meter:
     device: str | None = None
     measure_fn: Callable[..., dict[str, Any]] | None = None
     scale: float = 1.0
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     artifacts: dict[str, Path] = field(default_factory=dict)
     _measured: dict[str, float] = field(default_factory=dict, repr=False)
@@ -172,6 +175,18 @@ class Meter:
             return
         from edgekit.measure.lut import MissingLayerError, predict_latency
 
+        for table in [self.profile, *self.alternatives]:
+            try:
+                predict_latency(model, table)
+            except MissingLayerError:
+                continue
+            if table is not self.profile:
+                self.notes.append(
+                    f"the target's table '{table.get('name', '?')}' covers this network; the "
+                    f"first, '{self.profile.get('name', '?')}', does not"
+                )
+                self.profile = table
+            break
         recorded = str(self.profile.get("device", {}).get("cpu") or "")
         if recorded and self.can_measure and not (self.device or self.measure_fn):
             from edgekit.measure._bench import host_description
@@ -319,10 +334,14 @@ def make_meter(
     if source is None and target_profile and spec is not None:
         source = spec.profile
     loaded = None
+    alternatives = []
     if isinstance(source, dict):
         loaded = source
     elif source is not None:
         loaded = load_profile(source)
+    if profile is None and loaded is not None and spec is not None:
+        alternatives = [load_profile(name) for name in spec.more_profiles]
+        alternatives = [p for p in alternatives if p["precision"] == loaded["precision"]]
     precision = str(loaded["precision"]) if loaded else "int8"
     threads = None
     if loaded:
@@ -358,6 +377,7 @@ def make_meter(
         runs=runs,
         device=device,
         measure_fn=measure_fn,
+        alternatives=alternatives,
     )
 
 

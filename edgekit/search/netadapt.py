@@ -243,6 +243,7 @@ def _initial_state(
         "history": [],
         "seeds": {"base": opts.seed},
         "profile": "profile.json" if meter.profile is not None else None,
+        "profile_name": meter.profile.get("name") if meter.profile is not None else None,
         "latency_scale": meter.scale,
         "notes": list(meter.notes),
         "precision": meter.precision,

@@ -326,7 +326,7 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
         executor=FakeDeviceExecutor(device),
     )  # fmt: skip
     assert report["status"] == "budget_met", report["message"]
-    assert report["latency_source"] == "profile"
+    assert report["latency_source"] == "profile" and report["profile"] == "tiny_int8"
     ref, result = report["reference"], report["result"]
     # The budget is a share of the reference's *measured* latency; the table disagrees with
     # the device, and its predictions are rescaled to agree with each measurement.
@@ -389,6 +389,28 @@ def test_a_table_that_does_not_cover_the_network_gives_way_to_measurement(
 
     with pytest.raises(MissingLayerError, match="edgekit lut build"):
         blind.check_profile(reference[0])
+
+
+def test_the_first_of_the_targets_tables_that_covers_the_network_is_used(
+    reference: tuple[Any, Path], tiny_profile: Path
+) -> None:
+    """A target names one table per input size (more_profiles): the search takes the one
+    that covers its network, says so, and predicts from it."""
+    from edgekit.measure.lut import load_profile
+    from edgekit.search import Meter, make_meter
+    from edgekit.targets import load_target
+
+    cpu = load_target("cpu")
+    meter = make_meter(["latency"], "cpu", None, False, None, None)
+    sizes = [meter.profile["input_size"]] + [p["input_size"] for p in meter.alternatives]
+    assert len(meter.alternatives) == len(cpu.more_profiles) >= 1 and len(set(sizes)) == len(sizes)
+    tiny = load_profile(tiny_profile)
+    both = Meter(profile=meter.profile, alternatives=[*meter.alternatives, tiny])
+    both.check_profile(reference[0])
+    assert both.profile is tiny and "'tiny_int8' covers this network" in both.notes[0]
+    assert both.latency_ms(reference[0]) == pytest.approx(both.predict_ms(reference[0]))
+    # An explicit --profile is the user's choice: no alternatives are tried.
+    assert make_meter(["latency"], "cpu", tiny_profile, False, None, None).alternatives == []
 
 
 # --------------------------------------------------------------------------- runs
