@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import tempfile
 import time
@@ -82,6 +83,7 @@ def main() -> None:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         model_rows, baselines[name] = run_model(name, data, work / name, args)
         rows += model_rows
+        (work / "rows.json").write_text(json.dumps({"rows": rows, "baselines": baselines}))
     body = results_section(rows, baselines, data, args)
     print(body)
     if not args.no_write:
