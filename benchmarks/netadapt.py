@@ -12,7 +12,7 @@ baseline's at the same latency (interpolated between the two nearest widths). Re
 each search's wall time, go to benchmarks/RESULTS.md.
 
     python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176]
-        [--budgets 0.75x,0.5x] [--train-epochs 6] [--short-steps 20] [--long-epochs 2]
+        [--budgets 0.75x,0.5x] [--train-epochs 5] [--short-steps 15] [--long-epochs 1]
         [--proposals 4] [--workers 2]
 
 A smoke run on a tiny model checks the script itself in a few minutes:
@@ -60,12 +60,12 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=176)
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--budgets", default="0.75x,0.5x")
-    ap.add_argument("--train-epochs", type=int, default=6)
-    ap.add_argument("--short-steps", type=int, default=20)
-    ap.add_argument("--long-epochs", type=int, default=2)
+    ap.add_argument("--train-epochs", type=int, default=5)
+    ap.add_argument("--short-steps", type=int, default=15)
+    ap.add_argument("--long-epochs", type=int, default=1)
     ap.add_argument("--proposals", type=int, default=4)
-    ap.add_argument("--init-fraction", type=float, default=0.1)
-    ap.add_argument("--decay", type=float, default=0.9)
+    ap.add_argument("--init-fraction", type=float, default=0.08)
+    ap.add_argument("--decay", type=float, default=0.96)
     ap.add_argument("--baseline-widths", default="1.0,0.75,0.5")
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--runs", type=int, default=100, help="timed runs per measurement")

@@ -140,24 +140,33 @@ class Search:
             t0 = time.perf_counter()
             model_path = self.out / self.state["current"]["model"]
             model = load_keras_model(model_path, trust=self.state["trust_model"])
-            targets = self._targets(i, values)
-            self.say(
-                f"iteration {i}: target "
-                + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
-            )
-            proposals, unreachable = self._propose(model, values, targets)
+            # The schedule's step; if no single group can be pruned that far, half of it, and
+            # so on: a step one group cannot make is not yet a budget the network cannot meet.
+            step = 1.0
+            while True:
+                targets = self._targets(i, values, step)
+                self.say(
+                    f"iteration {i}: target "
+                    + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
+                    + ("" if step == 1.0 else f" ({step:g} of the scheduled step)")
+                )
+                proposals, unreachable = self._propose(model, values, targets)
+                if proposals or step <= MIN_STEP:
+                    break
+                step /= 2
             del model
             if not proposals:
                 self._end_search(
                     "budget_unreachable",
                     f"iteration {i}: no channel group can be pruned to reach "
                     + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
-                    + " (the budget is below the smallest network pruning one group at a "
-                    "time reaches, or the step is too large: lower --init-fraction); "
+                    + f" ({MIN_STEP:g} of the scheduled step; the budget is below the smallest "
+                    "network pruning one group at a time reaches); "
                     f"keeping the network of iteration {i - 1}",
                 )
                 break
             record = self._evaluate(executor, i, model_path, proposals, targets, unreachable)
+            record["step"] = step
             record["seconds"] = round(time.perf_counter() - t0, 2)
             self.state["seconds"] = round(self.state["seconds"] + record["seconds"], 2)
             self.state["history"].append(record)
@@ -167,13 +176,15 @@ class Search:
             if self.on_iteration is not None:
                 self.on_iteration(record)
 
-    def _targets(self, i: int, values: dict[str, float]) -> dict[str, float]:
+    def _targets(self, i: int, values: dict[str, float], step: float = 1.0) -> dict[str, float]:
+        """Iteration ``i``'s targets: ``step`` times the schedule's reduction, not below the
+        budget."""
         initial = self.state["initial"]
         return {
             r: iteration_target(
                 self.budget[r],
                 values[r],
-                resource_reduction(initial[r], i, self.opts.init_fraction, self.opts.decay),
+                step * resource_reduction(initial[r], i, self.opts.init_fraction, self.opts.decay),
             )
             for r in self.opts.resources
         }
@@ -430,6 +441,10 @@ class Search:
 
 
 # --------------------------------------------------------------------------- helpers
+
+# The smallest share of the scheduled step an iteration tries (halving from 1) before it
+# decides that no channel group can be pruned any further toward the budget.
+MIN_STEP = 0.125
 
 
 def result_epochs(

@@ -241,6 +241,31 @@ def test_macs_proposal_removes_as_few_channels_as_the_target_needs(
     assert fewest_channels_removed(model, groups["head_conv"], {"macs": 0.5 * r0}, ["macs"], meter) is None  # fmt: skip
 
 
+def test_a_step_no_group_can_make_is_halved_not_the_end(
+    reference: tuple[Any, Path], digits32: Any, tmp_path: Path
+) -> None:
+    """A scheduled reduction of 60% of the MACs is more than pruning any one group removes:
+    the iteration halves its step until one can, and the search goes on."""
+    r0 = float(count_macs(reference[0]))
+    options = NetAdaptOptions(
+        budgets=("0.3x",), resources=("macs",), proposals=1, short_steps=1, long_epochs=0,
+        init_fraction=0.6, decay=1.0, max_iterations=1, measure=False,
+    )  # fmt: skip
+    report = netadapt(reference[0], digits32, tmp_path / "run", options)
+    (first,) = report["iterations"]
+    assert first["step"] in (0.5, 0.25, 0.125), first["step"]
+    assert first["targets"]["macs"] == pytest.approx(max(0.3 * r0, r0 * (1 - 0.6 * first["step"])))
+    assert first["resources"]["macs"] <= first["targets"]["macs"]
+    # Twice the step was too much for every group.
+    groups = prunable_groups(reference[0])
+    wider = {"macs": max(0.3 * r0, r0 * (1 - 0.6 * 2 * first["step"]))}
+    meter = Meter()
+    assert wider["macs"] < first["targets"]["macs"]
+    assert all(
+        fewest_channels_removed(reference[0], g, wider, ["macs"], meter) is None for g in groups
+    )
+
+
 def test_latency_proposal_never_exceeds_the_target_per_the_table(
     reference: tuple[Any, Path], tiny_profile: Path
 ) -> None:
