@@ -23,6 +23,12 @@ SCHEMA: dict[str, tuple[type, bool, str]] = {
         "further look-up tables (other input sizes); a search takes the first of profile and "
         "these that covers its network",
     ),
+    "channel_multiple": (
+        int,
+        False,
+        "channel counts the runtime computes efficiently are multiples of this; NetAdapt "
+        "keeps pruned counts to it",
+    ),
     "optional_formats": (
         list,
         False,
@@ -55,6 +61,7 @@ class Target:
     threads: int | None = None
     profile: str | None = None
     more_profiles: tuple[str, ...] = ()
+    channel_multiple: int = 1
     optional_formats: tuple[str, ...] = ()
     analysis: str | None = None
     analysis_format: str | None = None
@@ -132,6 +139,11 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
     more_profiles = data.get("more_profiles", [])
     if not all(isinstance(p, str) for p in more_profiles):
         raise BadInputError(f"target file {source}: 'more_profiles' must be a list of names")
+    channel_multiple = data.get("channel_multiple", 1)
+    if channel_multiple < 1:
+        raise BadInputError(
+            f"target file {source}: channel_multiple must be >= 1, got {channel_multiple}"
+        )
     int_io = data.get("int_io", "int8")
     if int_io not in INT_IO_CHOICES:
         raise BadInputError(
@@ -148,6 +160,7 @@ def validate_target(data: dict[str, Any], source: str) -> Target:
         threads=threads,
         profile=data.get("profile"),
         more_profiles=tuple(more_profiles),
+        channel_multiple=channel_multiple,
         optional_formats=tuple(optional),
         analysis=analysis,
         analysis_format=data.get("analysis_format"),

@@ -32,6 +32,7 @@ _RUN_OPTIONS = (
     "init_fraction",
     "decay",
     "max_iterations",
+    "channel_multiple",
     "out",
     "seed",
     "baseline",
@@ -69,7 +70,6 @@ def _items(values: tuple[str, ...]) -> list[str]:
 @click.option("--target", "-t", default=None, help="Target name (see `edgekit targets`).")
 @click.option(
     "--device",
-    "-d",
     default=None,
     help="Measure latency on this device: ssh://USER@HOST, adb://SERIAL or agent://HOST:PORT "
     "(see `edgekit bench --help`) [default: this machine, for --target cpu].",
@@ -116,6 +116,12 @@ def _items(values: tuple[str, ...]) -> list[str]:
     "--decay", type=float, default=0.9, show_default=True, help="Each reduction / the one before."
 )
 @click.option("--max-iterations", type=int, default=50, show_default=True)
+@click.option(
+    "--channel-multiple",
+    type=int,
+    default=None,
+    help="Keep pruned channel counts to multiples of this [default: the target's; cpu: 8].",
+)
 @click.option(
     "--out",
     "-o",
@@ -190,6 +196,7 @@ def netadapt_command(
     init_fraction: float,
     decay: float,
     max_iterations: int,
+    channel_multiple: int | None,
     out: Path | None,
     workers: int | None,
     ray_address: str | None,
@@ -253,6 +260,7 @@ def netadapt_command(
             init_fraction=init_fraction,
             decay=decay,
             max_iterations=max_iterations,
+            channel_multiple=channel_multiple,
             out=out,
             executor=executor,
             seed=seed,
@@ -288,6 +296,7 @@ def _start(
     init_fraction: float,
     decay: float,
     max_iterations: int,
+    channel_multiple: int | None,
     out: Path | None,
     executor: Any,
     seed: int,
@@ -339,6 +348,7 @@ def _start(
         init_fraction=init_fraction,
         decay=decay,
         max_iterations=max_iterations,
+        channel_multiple=channel_multiple,
         seed=seed,
         measure=measure,
         measure_runs=runs,

@@ -222,8 +222,9 @@ class Search:
         self, model: Any, group: Any, values: dict[str, float], targets: dict[str, float]
     ) -> tuple[int, dict[str, float]] | None:
         return fewest_channels_removed(
-            model, group, targets, self.opts.resources, self.meter, self.opts.criterion, values
-        )
+            model, group, targets, self.opts.resources, self.meter, self.opts.criterion, values,
+            multiple=self.opts.channel_multiple or 1,
+        )  # fmt: skip
 
     def _evaluate(
         self,
@@ -466,10 +467,12 @@ def fewest_channels_removed(
     meter: Meter,
     criterion: str = "l1",
     values: dict[str, float] | None = None,
+    multiple: int = 1,
 ) -> tuple[int, dict[str, float]] | None:
     """The most channels ``group`` can keep while ``model`` meets every target.
 
-    Kept counts are multiples of the group's divisor, below its current count; the
+    Kept counts are multiples of the group's divisor and of ``multiple`` (the target's
+    channel block), below its current count; the
     channels kept are those with the largest filter norms (``criterion``). The answer was
     evaluated: its resources, as ``meter`` evaluates them (the latency table's prediction,
     not a guess), meet every target.
@@ -482,6 +485,7 @@ def fewest_channels_removed(
         meter: evaluates them.
         criterion: ``l1`` or ``l2``.
         values: ``model``'s own resources, if known (spares an evaluation).
+        multiple: kept counts are multiples of this too.
 
     Returns:
         ``(kept channels, resources of the pruned network)``, or None when even the fewest
@@ -489,7 +493,7 @@ def fewest_channels_removed(
     """
     from edgekit.compress import prune_channels
 
-    step = group.divisor
+    step = math.lcm(group.divisor, int(multiple))
     counts = list(range(step, group.channel_count, step))
     if not counts:
         return None

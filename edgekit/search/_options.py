@@ -39,6 +39,9 @@ class NetAdaptOptions:
         learning_rate: initial learning rate of the short fine-tuning.
         long_learning_rate: initial learning rate of the long fine-tuning.
         criterion: channel importance: ``l1`` (the paper's) or ``l2``.
+        channel_multiple: proposals keep channel counts that are multiples of this (and of
+            the group's own unit): runtimes compute channels in vector blocks, so 35
+            channels can be slower than 40. None: the target's ``channel_multiple``, else 1.
         seed: fixes every random choice.
         measure: measure latency where the target can be measured here (the reference, each
             chosen network when latency is a resource, the result, the baseline).
@@ -59,6 +62,7 @@ class NetAdaptOptions:
     learning_rate: float = 1e-3
     long_learning_rate: float = 1e-3
     criterion: str = "l1"
+    channel_multiple: int | None = None
     seed: int = 0
     measure: bool = True
     measure_runs: int = 50
@@ -109,6 +113,13 @@ class NetAdaptOptions:
             value = getattr(self, name)
             need(_is_num(value) and value > 0, name, value, "a number > 0")
         need(self.criterion in CRITERIA, "criterion", self.criterion, f"one of {', '.join(CRITERIA)}")  # fmt: skip
+        need(
+            self.channel_multiple is None
+            or (_is_int(self.channel_multiple) and self.channel_multiple >= 1),
+            "--channel-multiple",
+            self.channel_multiple,
+            "an integer >= 1",
+        )
         need(_is_int(self.seed), "--seed", self.seed, "an integer")
         need(_is_int(self.measure_runs) and self.measure_runs >= 1, "measure_runs", self.measure_runs, "an integer >= 1")  # fmt: skip
         need(

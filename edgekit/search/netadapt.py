@@ -42,6 +42,7 @@ trained for as many epochs as the NetAdapt network saw, measured the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable, Sequence
@@ -144,6 +145,11 @@ def netadapt(
     """
     opts = options or NetAdaptOptions()
     budgets = opts.check()
+    if opts.channel_multiple is None:  # the target's, recorded so that a resume keeps it
+        from edgekit.targets import load_target
+
+        multiple = load_target(target).channel_multiple if target is not None else 1
+        opts = dataclasses.replace(opts, channel_multiple=multiple)
     out = Path(out_dir)
     check_out_dir(out)
     _check_model(model, data)
