@@ -131,6 +131,11 @@ class Meter:
             :meth:`latency_ms`), so a table's systematic error is corrected by measurement.
         alternatives: further tables (the target's ``more_profiles``, other input sizes),
             tried in order when ``profile`` does not cover the network.
+        anchor: the reference's artifact and its first measured p50. Once set, a network
+            measured here is timed side by side with the reference (alternating rounds) and
+            its latency is the anchor's p50 times their ratio: a burst of load on the machine
+            (a fine-tuning worker still winding down) hits both alike instead of inflating
+            one network's figure and steering the search.
         notes: what the meter decided and why (a table that does not cover the network).
         artifacts: measured artifact path by stem.
     """
@@ -148,6 +153,7 @@ class Meter:
     measure_fn: Callable[..., dict[str, Any]] | None = None
     scale: float = 1.0
     alternatives: list[dict[str, Any]] = field(default_factory=list)
+    anchor: tuple[Path, float] | None = None
     notes: list[str] = field(default_factory=list)
     artifacts: dict[str, Path] = field(default_factory=dict)
     _measured: dict[str, float] = field(default_factory=dict, repr=False)
@@ -273,7 +279,9 @@ class Meter:
             model, work_dir, ConvertOptions(stem=stem, calibration=calibration)
         )
         self.artifacts[stem] = artifact.path
-        if self.measure_fn is not None:
+        if self.anchor is not None and not (self.measure_fn is not None or self.device):
+            p50 = self._relative_to_anchor(artifact.path, calibration[:1])
+        elif self.measure_fn is not None:
             stats = self.measure_fn(
                 artifact.path, calibration[:1], self.runs, self.warmup, self.threads
             )
@@ -291,6 +299,20 @@ class Meter:
             p50 = float(stats.p50)
         self._measured[signature] = p50
         return p50
+
+    def _relative_to_anchor(self, path: Path, sample: np.ndarray) -> float:
+        from edgekit.measure import measure_side_by_side, open_runner
+
+        assert self.anchor is not None
+        anchor_path, anchor_ms = self.anchor
+        runners = {
+            "anchor": open_runner("litert", anchor_path, threads=self.threads),
+            "new": open_runner("litert", path, threads=self.threads),
+        }
+        stats = measure_side_by_side(
+            runners, sample, runs=max(self.runs, 20), warmup=self.warmup, rounds=5
+        )
+        return float(anchor_ms * stats["new"].p50 / stats["anchor"].p50)
 
 
 def architecture_signature(model: Any) -> str:

@@ -326,6 +326,9 @@ def resume(
     )
     meter.scale = float(state.get("latency_scale", 1.0))
     meter.notes = list(state.get("notes", []))
+    ref = state["reference"]
+    if ref.get("artifact") and ref.get("latency_ms_measured") is not None:
+        meter.anchor = (Path(ref["artifact"]), float(ref["latency_ms_measured"]))
     say = sayer(progress)
     say(f"resuming {out} after iteration {state['iteration']} ({state['phase']})")
     return Search(out, state, data, meter, executor, say, training_callbacks, on_iteration).run()
@@ -407,6 +410,7 @@ def _measured_reference(
     if "latency" in resources and meter.can_measure:
         say(f"measuring the reference ({meter.where})")
         measured = meter.measure_ms(model, stem="reference", fresh=True)
+        meter.anchor = (meter.artifacts["reference"], measured)
         if meter.profile is not None:
             predicted = meter.predict_ms(model)
             if predicted is not None:
