@@ -141,7 +141,21 @@ class BinaryLayer:
     # Axes of the kernel reduced into one scale per output channel.
     scale_axes: tuple[int, ...] = ()
 
-    def _init_binary(self, ste: str, scale: bool, binarize_inputs: bool) -> None:
+    # Keras attributes of the float layer this is mixed into (declared for type checkers).
+    use_bias: bool
+    bias: Any
+    activation: Any
+    data_format: str | None
+
+    def __init__(
+        self,
+        *args: Any,
+        ste: str = "tanh",
+        scale: bool = True,
+        binarize_inputs: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)  # the float layer's (BinaryLayer comes first)
         self.ste = _check_ste(ste)
         self.scale = bool(scale)
         self.binarize_inputs = bool(binarize_inputs)
@@ -166,8 +180,23 @@ class BinaryLayer:
     def binarize_input(self, inputs: Any) -> Any:
         return binary_sign(inputs, self.ste) if self.binarize_inputs else inputs
 
-    def binary_config(self) -> dict[str, Any]:
-        return {"ste": self.ste, "scale": self.scale, "binarize_inputs": self.binarize_inputs}
+    def bias_and_activation(self, outputs: Any) -> Any:
+        """The float layer's epilogue on the binary product."""
+        if self.use_bias:
+            data_format = getattr(self, "data_format", None)
+            outputs = keras.backend.bias_add(outputs, self.bias, data_format=data_format)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def get_config(self) -> dict[str, Any]:
+        base = super().get_config()  # type: ignore[misc]
+        return {
+            **base,
+            "ste": self.ste,
+            "scale": self.scale,
+            "binarize_inputs": self.binarize_inputs,
+        }
 
 
 @keras.saving.register_keras_serializable(package="edgekit")
@@ -176,28 +205,10 @@ class BinaryConv2D(BinaryLayer, keras.layers.Conv2D):
 
     scale_axes = (0, 1, 2)
 
-    def __init__(
-        self,
-        *args: Any,
-        ste: str = "tanh",
-        scale: bool = True,
-        binarize_inputs: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_binary(ste, scale, binarize_inputs)
-
     def call(self, inputs: Any) -> Any:
         # The convolution op directly, as GroupConv2D does: it takes groups natively.
         outputs = self.convolution_op(self.binarize_input(inputs), self.binarized_kernel())
-        if self.use_bias:
-            outputs = keras.backend.bias_add(outputs, self.bias, data_format=self.data_format)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.binary_config()}
+        return self.bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="edgekit")
@@ -206,17 +217,6 @@ class BinaryDepthwiseConv2D(BinaryLayer, keras.layers.DepthwiseConv2D):
 
     kernel_attr = "depthwise_kernel"
     scale_axes = (0, 1)
-
-    def __init__(
-        self,
-        *args: Any,
-        ste: str = "tanh",
-        scale: bool = True,
-        binarize_inputs: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_binary(ste, scale, binarize_inputs)
 
     def call(self, inputs: Any) -> Any:
         outputs = keras.backend.depthwise_conv2d(
@@ -227,14 +227,7 @@ class BinaryDepthwiseConv2D(BinaryLayer, keras.layers.DepthwiseConv2D):
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        if self.use_bias:
-            outputs = keras.backend.bias_add(outputs, self.bias, data_format=self.data_format)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.binary_config()}
+        return self.bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="edgekit")
@@ -243,17 +236,6 @@ class BinaryDense(BinaryLayer, keras.layers.Dense):
 
     scale_axes = (0,)
 
-    def __init__(
-        self,
-        *args: Any,
-        ste: str = "tanh",
-        scale: bool = True,
-        binarize_inputs: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_binary(ste, scale, binarize_inputs)
-
     def call(self, inputs: Any) -> Any:
         x = self.binarize_input(inputs)
         kernel = self.binarized_kernel()
@@ -261,14 +243,7 @@ class BinaryDense(BinaryLayer, keras.layers.Dense):
             outputs = tf.matmul(x, kernel)
         else:
             outputs = tf.tensordot(x, kernel, axes=[[x.shape.rank - 1], [0]])
-        if self.use_bias:
-            outputs = tf.nn.bias_add(outputs, self.bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.binary_config()}
+        return self.bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package="edgekit")
