@@ -40,16 +40,10 @@ class CompressRequest:
 
 
 def weight_sparsity(model: Any) -> float:
-    """Share of exact zeros over the kernels of conv and dense layers (biases excluded)."""
-    zeros = total = 0
-    for layer in model.layers:
-        for w in layer.weights:
-            name = w.name.split("/")[-1]
-            if "kernel" in name and len(w.shape) >= 2:
-                v = np.asarray(w.numpy())
-                zeros += int(np.count_nonzero(v == 0))
-                total += v.size
-    return zeros / total if total else 0.0
+    """Share of exact zeros over the kernels of ``model`` (see :func:`pruning.weight_sparsity`)."""
+    from edgekit.compress.pruning import weight_sparsity as sparsity_by_layer
+
+    return float(sparsity_by_layer(model)["overall"])
 
 
 def gzip_size(path: Path) -> int:

@@ -101,7 +101,10 @@ def prunable_layers(model: Any) -> list[str]:
 
 
 def weight_sparsity(model: Any) -> dict[str, Any]:
-    """Exact zeros in the prunable kernels of ``model`` (biases and batch norms excluded).
+    """Exact zeros in the kernels of ``model`` (biases and batch norms excluded).
+
+    Kernels are found by variable name (``kernel``, ``depthwise_kernel``), so a layer inside
+    a TF-MOT wrapper (quantization-aware, pruning) is counted like a bare one.
 
     Returns:
         ``{"overall": share, "weights": n, "zeros": z, "layers": {name: {"kind", "weights",
@@ -110,17 +113,20 @@ def weight_sparsity(model: Any) -> dict[str, Any]:
     layers: dict[str, dict[str, Any]] = {}
     total = zeros = 0
     for layer in model.layers:
-        kernel = kernel_of(layer)
-        if kernel is None:
+        n = z = 0
+        for w in layer.weights:
+            if w.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel"):
+                values = np.asarray(w.numpy())
+                n, z = n + int(values.size), z + int(np.count_nonzero(values == 0))
+        if n == 0:
             continue
-        values = kernel.numpy()
-        n, z = int(values.size), int(np.count_nonzero(values == 0))
         total, zeros = total + n, zeros + z
+        inner = getattr(layer, "layer", layer)  # a wrapper's layer
         layers[layer.name] = {
-            "kind": type(layer).__name__,
+            "kind": type(inner).__name__,
             "weights": n,
             "zeros": z,
-            "sparsity": z / n if n else 0.0,
+            "sparsity": z / n,
         }
     return {
         "overall": zeros / total if total else 0.0,
