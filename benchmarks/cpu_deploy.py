@@ -12,10 +12,8 @@ compared. Results go to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -23,36 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _results import host_line, write_section
+from _tools import litert_benchmark
 
 import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
-
-
-def litert_benchmark(path: Path, threads: int, runs: int, warmup: int) -> float:
-    exe = shutil.which("litert-benchmark") or str(
-        Path(sys.executable).with_name("litert-benchmark")
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        subprocess.run(
-            [
-                exe,
-                "--model",
-                str(path),
-                "--num_threads",
-                str(threads),
-                "--num_runs",
-                str(runs),
-                "--warmup_runs",
-                str(warmup),
-                "--use_cpu",
-                "--result_json",
-                str(out),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return float(json.loads(out.read_text())["latency"]["median_ms"])
 
 
 def main() -> None:

@@ -24,44 +24,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _results import host_line, write_section
+from _tools import litert_benchmark, tool
 
 import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
-
-
-def _tool(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
-
-
-def litert_benchmark(path: Path, threads: int, runs: int, warmup: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        subprocess.run(
-            [
-                _tool("litert-benchmark"),
-                "--model",
-                str(path),
-                "--num_threads",
-                str(threads),
-                "--num_runs",
-                str(runs),
-                "--warmup_runs",
-                str(warmup),
-                "--use_cpu",
-                "--result_json",
-                str(out),
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return float(json.loads(out.read_text())["latency"]["median_ms"])
 
 
 def benchmark_app(path: Path, threads: int, runs: int) -> float:
     # -nthreads only takes effect with -hint none; one sync request is edgekit's setting.
     proc = subprocess.run(
         [
-            _tool("benchmark_app"),
+            tool("benchmark_app"),
             "-m",
             str(path),
             "-d",
@@ -92,7 +64,7 @@ def benchmark_app(path: Path, threads: int, runs: int) -> float:
 def edgekit_bench(path: Path, threads: int, runs: int, warmup: int) -> tuple[float, float]:
     proc = subprocess.run(
         [
-            _tool("edgekit"),
+            tool("edgekit"),
             "bench",
             str(path),
             "--json",
