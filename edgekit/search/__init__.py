@@ -21,6 +21,7 @@ from edgekit.search._executor import (
     run_proposal,
 )
 from edgekit.search._loop import measure_artifacts, result_epochs
+from edgekit.search._report import write_chart
 from edgekit.search._resources import (
     Budget,
     Meter,
@@ -92,4 +93,5 @@ __all__ = [
     "resume",
     "run_proposal",
     "train_zoo_model",
+    "write_chart",
 ]

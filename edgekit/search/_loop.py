@@ -380,7 +380,7 @@ class Search:
                 "runs": runs,
                 "how": (
                     f"one after another on {self.meter.where}"
-                    if self.meter.device or self.meter.measure_fn
+                    if self.meter.remote
                     else "alternating rounds in one process"
                 ),
                 "latency_ms": stats,
@@ -573,27 +573,9 @@ def measure_artifacts(
     paths: dict[str, Path], meter: Meter, runs: int, sample: np.ndarray
 ) -> dict[str, dict[str, float]]:
     """Latency statistics of each artifact: side by side in alternating rounds here, or one
-    after another on the meter's device."""
-    if meter.measure_fn is not None:
-        return {
-            key: {
-                n: round(float(v), 6)
-                for n, v in meter.measure_fn(
-                    path, sample, runs, meter.warmup, meter.threads
-                ).items()
-                if isinstance(v, int | float)
-            }
-            for key, path in paths.items()
-        }
-    if meter.device:
-        from edgekit.measure.remote import bench_on_device
-
-        return {
-            key: bench_on_device(meter.device, path, runs, meter.warmup, meter.threads)[
-                "latency_ms"
-            ]
-            for key, path in paths.items()
-        }
+    after another where the meter measures remotely."""
+    if meter.remote:
+        return {key: meter.measure_artifact(path, sample, runs) for key, path in paths.items()}
     from edgekit.measure import measure_side_by_side, open_runner
 
     runners = {k: open_runner("litert", p, threads=meter.threads) for k, p in paths.items()}

@@ -23,7 +23,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +194,7 @@ class Meter:
                 self.profile = table
             break
         recorded = str(self.profile.get("device", {}).get("cpu") or "")
-        if recorded and self.can_measure and not (self.device or self.measure_fn):
+        if recorded and self.can_measure and not self.remote:
             from edgekit.measure._bench import host_description
 
             here = str(host_description()["cpu"])
@@ -267,7 +267,6 @@ class Meter:
 
     def _measure(self, model: Any, stem: str, work_dir: Path, signature: str) -> float:
         from edgekit.converters import ConvertOptions, get_converter
-        from edgekit.measure import measure_latency, open_runner
 
         work_dir.mkdir(parents=True, exist_ok=True)
         # Calibration sets the int8 ranges, which do not change the latency: a few images do.
@@ -279,26 +278,36 @@ class Meter:
             model, work_dir, ConvertOptions(stem=stem, calibration=calibration)
         )
         self.artifacts[stem] = artifact.path
-        if self.anchor is not None and not (self.measure_fn is not None or self.device):
+        if self.anchor is not None and not self.remote:
             p50 = self._relative_to_anchor(artifact.path, calibration[:1])
-        elif self.measure_fn is not None:
-            stats = self.measure_fn(
-                artifact.path, calibration[:1], self.runs, self.warmup, self.threads
-            )
-            p50 = float(stats["p50"])
+        else:
+            p50 = self.measure_artifact(artifact.path, calibration[:1], self.runs)["p50"]
+        self._measured[signature] = p50
+        return p50
+
+    @property
+    def remote(self) -> bool:
+        """Measurements run elsewhere (a Ray node or a device), not in this process."""
+        return self.measure_fn is not None or bool(self.device)
+
+    def measure_artifact(self, path: Path, sample: np.ndarray, runs: int) -> dict[str, float]:
+        """Latency statistics (``p50``, ``p90``, ... in ms) of one int8/fp32 ``.tflite``
+        artifact, measured where this meter measures: through :attr:`measure_fn` (the Ray
+        node holding the device), on :attr:`device`, or here in LiteRT."""
+        if self.measure_fn is not None:
+            stats = self.measure_fn(path, sample, runs, self.warmup, self.threads)
         elif self.device:
             from edgekit.measure.remote import bench_on_device
 
-            result = bench_on_device(
-                self.device, artifact.path, self.runs, self.warmup, self.threads
-            )
-            p50 = float(result["latency_ms"]["p50"])
+            stats = bench_on_device(self.device, path, runs, self.warmup, self.threads)[
+                "latency_ms"
+            ]
         else:
-            runner = open_runner("litert", artifact.path, threads=self.threads)
-            stats = measure_latency(runner, calibration[:1], runs=self.runs, warmup=self.warmup)
-            p50 = float(stats.p50)
-        self._measured[signature] = p50
-        return p50
+            from edgekit.measure import measure_latency, open_runner
+
+            runner = open_runner("litert", path, threads=self.threads)
+            stats = asdict(measure_latency(runner, sample, runs=runs, warmup=self.warmup))
+        return {k: round(float(v), 6) for k, v in stats.items() if isinstance(v, int | float)}
 
     def _relative_to_anchor(self, path: Path, sample: np.ndarray) -> float:
         from edgekit.measure import measure_side_by_side, open_runner

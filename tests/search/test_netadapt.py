@@ -220,6 +220,23 @@ def test_executors_default_to_a_pool_and_say_what_ray_needs(
 # --------------------------------------------------------------------------- proposals
 
 
+def test_proposals_keep_channel_counts_to_the_channel_block(reference: tuple[Any, Path]) -> None:
+    """With a block of 8, the kept count is the largest multiple of 8 that meets the target:
+    the same network as the unaligned answer rounded down to the block."""
+    model = reference[0]
+    r0 = float(count_macs(model))
+    group = next(g for g in prunable_groups(model) if g.name == "head_conv")
+    target = {"macs": 0.97 * r0}
+    free = fewest_channels_removed(model, group, target, ["macs"], Meter(), values={"macs": r0})
+    aligned = fewest_channels_removed(
+        model, group, target, ["macs"], Meter(), values={"macs": r0}, multiple=8
+    )
+    assert free is not None and aligned is not None
+    assert free[0] % 8 != 0, "pick a target whose free answer is unaligned"
+    assert aligned[0] == free[0] // 8 * 8 and aligned[1]["macs"] <= target["macs"]
+    assert aligned[1]["macs"] == count_macs(prune_channels(model, {"head_conv": aligned[0]}))
+
+
 def test_macs_proposal_removes_as_few_channels_as_the_target_needs(
     reference: tuple[Any, Path],
 ) -> None:
@@ -352,6 +369,7 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
     )  # fmt: skip
     assert report["status"] == "budget_met", report["message"]
     assert report["latency_source"] == "profile" and report["profile"] == "tiny_int8"
+    assert report["options"]["channel_multiple"] == 8  # from the target, recorded for resume
     ref, result = report["reference"], report["result"]
     # The budget is a share of the reference's *measured* latency; the table disagrees with
     # the device, and its predictions are rescaled to agree with each measurement.
@@ -369,6 +387,7 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
         )
         assert it["latency_ms_measured"] > 0  # converted to int8 and measured on the device
         assert it["channels_after"] < it["channels_before"]
+        assert it["channels_after"] % 8 == 0  # the cpu target's channel block
         assert it["filters_removed"] == it["channels_before"] - it["channels_after"]
         assert 0 <= it["accuracy"] <= 1
     first = report["iterations"][0]
@@ -416,6 +435,40 @@ def test_a_table_that_does_not_cover_the_network_gives_way_to_measurement(
         blind.check_profile(reference[0])
 
 
+def test_a_network_is_timed_side_by_side_with_the_reference(
+    reference: tuple[Any, Path], digits32: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the reference is measured, a network's latency is the reference's first p50
+    times their ratio in one alternating session: load that comes and goes between two
+    measurements cannot make a smaller network read slower."""
+    import edgekit.measure
+    from edgekit.measure import LatencyStats
+    from edgekit.search import Meter
+
+    seen: list[tuple[str, ...]] = []
+
+    def side_by_side(runners: dict[str, Any], sample: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.append(tuple(runners))
+        # The machine got twice as slow since the reference's own measurement.
+        return {
+            key: LatencyStats(p50, 0, 0, 0, 0, 0, 0, 0, 10, 2, 0, 0)
+            for key, p50 in (("anchor", 4.0), ("new", 3.0))
+        }
+
+    meter = Meter(can_measure=True, work_dir=tmp_path, calibration=digits32.x_train, runs=5)
+    first = meter.measure_ms(reference[0], stem="reference", fresh=True)
+    meter.anchor = (meter.artifacts["reference"], 2.0)
+    monkeypatch.setattr(edgekit.measure, "measure_side_by_side", side_by_side)
+    smaller = prune_channels(reference[0], {"head_conv": 64})
+    assert meter.measure_ms(smaller, stem="smaller") == pytest.approx(2.0 * 3.0 / 4.0)
+    assert seen == [("anchor", "new")] and first > 0
+    # Measured elsewhere (a device, a Ray node), networks are timed one after another.
+    remote = Meter(can_measure=True, work_dir=tmp_path, runs=5, device="agent://127.0.0.1:1")
+    remote.anchor = meter.anchor
+    monkeypatch.setattr(remote, "measure_artifact", lambda path, sample, runs: {"p50": 1.25})
+    assert remote.measure_ms(smaller, stem="remote") == 1.25 and len(seen) == 1
+
+
 def test_the_first_of_the_targets_tables_that_covers_the_network_is_used(
     reference: tuple[Any, Path], tiny_profile: Path
 ) -> None:
@@ -436,6 +489,51 @@ def test_the_first_of_the_targets_tables_that_covers_the_network_is_used(
     assert both.latency_ms(reference[0]) == pytest.approx(both.predict_ms(reference[0]))
     # An explicit --profile is the user's choice: no alternatives are tried.
     assert make_meter(["latency"], "cpu", tiny_profile, False, None, None).alternatives == []
+
+
+def test_a_search_measures_every_latency_on_the_device_it_is_given(
+    reference: tuple[Any, Path],
+    tiny_profile: Path,
+    digits32: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--device agent://: the reference, each chosen network, the result and the side-by-side
+    confirmation are all timed by a real edgekit agent on loopback; nothing is timed here."""
+    import threading
+
+    import edgekit.measure
+    from edgekit.measure.remote import make_agent_server
+
+    token = "netadapt-test-token-0123456789"
+    monkeypatch.setenv("EDGEKIT_AGENT_TOKEN", token)
+
+    def no_local_runtime(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a latency was measured on this machine, not on the device")
+
+    monkeypatch.setattr(edgekit.measure, "open_runner", no_local_runtime)
+    server = make_agent_server(port=0, token=token, scratch_dir=tmp_path / "agent")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    uri = f"agent://127.0.0.1:{server.server_address[1]}"
+    try:
+        options = NetAdaptOptions(
+            budgets=("0.94x",), proposals=2, short_steps=2, long_epochs=0,
+            init_fraction=0.03, decay=1.0, max_iterations=2, measure_runs=5, baseline=False,
+        )  # fmt: skip
+        report = netadapt(
+            reference[0], digits32, tmp_path / "run", options, target="cpu",
+            profile=tiny_profile, device=uri,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert report["device"] == uri and report["status"] in ("budget_met", "max_iterations")
+    assert report["iterations"]
+    assert all(it["latency_ms_measured"] > 0 for it in report["iterations"])
+    assert report["reference"]["latency_ms_measured"] > 0
+    assert report["side_by_side"]["how"] == f"one after another on {uri}"
+    assert set(report["side_by_side"]["latency_ms"]) == {"reference", "result"}
 
 
 # --------------------------------------------------------------------------- runs
@@ -573,6 +671,7 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
         (["--target", "coral"], "needs a latency look-up table", 2),
         (["--no-measure"], "measuring is turned off", 2),  # the cpu table is for 128x128
         (["--workers", "0"], "--workers must be >= 1", 2),
+        (["--channel-multiple", "0"], "--channel-multiple must be an integer >= 1", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
         (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
     ],

@@ -54,6 +54,14 @@ def test_every_target_file_validates():
             },
             "'analysis_format' must be one of the target's formats",
         ),
+        (
+            {"name": "x", "description": "d", "formats": ["tflite_int8"], "channel_multiple": 0},
+            "channel_multiple must be >= 1, got 0",
+        ),
+        (
+            {"name": "x", "description": "d", "formats": ["tflite_int8"], "more_profiles": [1]},
+            "'more_profiles' must be a list of names",
+        ),
     ],
 )
 def test_schema_errors_name_the_key(data, expected):
