@@ -228,6 +228,12 @@ def measure_model(
     for b in baseline:
         b["latency_ms"] = side[f"width {b['width']:g}"]["p50"]
     for r in rows:
+        table = work / name / r["budget"] / "profile.json"  # the table the search used
+        if table.is_file():
+            t = json.loads(table.read_text())
+            r["table_built"] = (
+                f"built {t['built']['date']}, calibration scale {t['calibration']['scale']:g}"
+            )
         r["side_ms"] = side[f"result {r['budget']}"]["p50"]
         r["side_ref_ms"] = side["reference"]["p50"]
         r["base_acc"] = baseline_accuracy_at(baseline, r["side_ms"])
@@ -326,6 +332,7 @@ def results_section(
             f"baseline ({max(r['epochs'] for r in model_rows)} epochs each, "
             f"{model_rows[0]['baseline_s'] / 60:.1f} min): {pts}; search latency: "
             f"{model_rows[0]['latency_from']}"
+            + (f", {model_rows[0]['table_built']}" if model_rows[0].get("table_built") else "")
         )
         for r in model_rows:
             chain = ", ".join(f"{g} {a}->{b}" for g, a, b in r["history"])
