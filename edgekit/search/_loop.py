@@ -143,6 +143,7 @@ class Search:
             # The schedule's step; if no single group can be pruned that far, half of it, and
             # so on: a step one group cannot make is not yet a budget the network cannot meet.
             step = 1.0
+            cache: dict[tuple[str, int], dict[str, float] | None] = {}
             while True:
                 targets = self._targets(i, values, step)
                 self.say(
@@ -150,7 +151,7 @@ class Search:
                     + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
                     + ("" if step == 1.0 else f" ({step:g} of the scheduled step)")
                 )
-                proposals, unreachable = self._propose(model, values, targets)
+                proposals, unreachable = self._propose(model, values, targets, cache)
                 if proposals or step <= MIN_STEP:
                     break
                 step /= 2
@@ -190,7 +191,11 @@ class Search:
         }
 
     def _propose(
-        self, model: Any, values: dict[str, float], targets: dict[str, float]
+        self,
+        model: Any,
+        values: dict[str, float],
+        targets: dict[str, float],
+        cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
     ) -> tuple[list[Proposal], list[str]]:
         from edgekit.compress import prunable_groups
 
@@ -208,7 +213,7 @@ class Search:
         for group in ranked:
             if len(proposals) >= k:
                 break
-            found = self._fewest_removed(model, group, values, targets)
+            found = self._fewest_removed(model, group, values, targets, cache)
             if found is None:
                 unreachable.append(group.name)
                 continue
@@ -219,11 +224,16 @@ class Search:
         return proposals, unreachable
 
     def _fewest_removed(
-        self, model: Any, group: Any, values: dict[str, float], targets: dict[str, float]
+        self,
+        model: Any,
+        group: Any,
+        values: dict[str, float],
+        targets: dict[str, float],
+        cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
     ) -> tuple[int, dict[str, float]] | None:
         return fewest_channels_removed(
             model, group, targets, self.opts.resources, self.meter, self.opts.criterion, values,
-            multiple=self.opts.channel_multiple or 1,
+            multiple=self.opts.channel_multiple or 1, cache=cache,
         )  # fmt: skip
 
     def _evaluate(
@@ -468,6 +478,7 @@ def fewest_channels_removed(
     criterion: str = "l1",
     values: dict[str, float] | None = None,
     multiple: int = 1,
+    cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
 ) -> tuple[int, dict[str, float]] | None:
     """The most channels ``group`` can keep while ``model`` meets every target.
 
@@ -486,6 +497,8 @@ def fewest_channels_removed(
         criterion: ``l1`` or ``l2``.
         values: ``model``'s own resources, if known (spares an evaluation).
         multiple: kept counts are multiples of this too.
+        cache: (group, kept count) -> resources, shared by the calls of one iteration (a
+            halved step asks about the same pruned networks again).
 
     Returns:
         ``(kept channels, resources of the pruned network)``, or None when even the fewest
@@ -503,8 +516,14 @@ def fewest_channels_removed(
             return None
 
     def evaluate(index: int) -> dict[str, float] | None:
+        key = (group.name, counts[index])
+        if cache is not None and key in cache:
+            return cache[key]
         pruned = prune_channels(model, {group.name: counts[index]}, criterion)
-        return resource_values(pruned, resources, meter)
+        found = resource_values(pruned, resources, meter)
+        if cache is not None:
+            cache[key] = found
+        return found
 
     found = largest_feasible(len(counts), evaluate, targets, values)
     if found is None:

@@ -532,7 +532,8 @@ def test_a_search_measures_every_latency_on_the_device_it_is_given(
     assert report["iterations"]
     assert all(it["latency_ms_measured"] > 0 for it in report["iterations"])
     assert report["reference"]["latency_ms_measured"] > 0
-    assert report["side_by_side"]["how"] == f"one after another on {uri}"
+    how = report["side_by_side"]["how"]
+    assert how.startswith("one after another on") and uri in how
     assert set(report["side_by_side"]["latency_ms"]) == {"reference", "result"}
 
 
@@ -630,7 +631,7 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
         [
             "search", "netadapt", "--model", "mobilenet_v2_tiny", "--train-epochs", "1",
             "--target", "cpu", "--resource", "macs", "--budget", "1000", "--proposals", "1",
-            "--short-steps", "1", "--long-epochs", "0", "--init-fraction", "0.3", "--decay", "1",
+            "--short-steps", "1", "--long-epochs", "0", "--init-fraction", "0.9", "--decay", "1",
             "--baseline", "--baseline-widths", "0.5", "--no-measure", "--out", str(out), "--json",
         ],
         capsys,
