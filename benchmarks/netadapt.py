@@ -12,7 +12,7 @@ baseline's at the same latency (interpolated between the two nearest widths). Re
 each search's wall time, go to benchmarks/RESULTS.md.
 
     python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176]
-        [--budgets 0.75x,0.5x] [--train-epochs 5] [--short-steps 15] [--long-epochs 1]
+        [--budgets 0.75x,0.5x] [--train-epochs 5] [--short-steps 15] [--long-epochs 5]
         [--proposals 4] [--workers 2]
 
 A smoke run on a tiny model checks the script itself in a few minutes:
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="0.75x,0.5x")
     ap.add_argument("--train-epochs", type=int, default=5)
     ap.add_argument("--short-steps", type=int, default=15)
-    ap.add_argument("--long-epochs", type=int, default=1)
+    ap.add_argument("--long-epochs", type=int, default=5)
     ap.add_argument("--proposals", type=int, default=4)
     ap.add_argument("--init-fraction", type=float, default=0.08)
     ap.add_argument("--decay", type=float, default=0.96)
@@ -216,10 +216,9 @@ def measure_model(
     paths = {"reference": Path(next(iter(reports.values()))["reference"]["artifact"])}
     for budget, report in reports.items():
         paths[f"result {budget}"] = Path(report["result"]["artifact"])
-    for b in baseline:
-        paths[f"width {b['width']:g}"] = (
-            work / name / "baseline" / f"width_{b['width']:g}_int8.tflite"
-        )
+    for b in baseline:  # runs saved before the artifact was recorded: its usual place
+        default = work / name / "baseline" / f"width_{b['width']:g}_int8.tflite"
+        paths[f"width {b['width']:g}"] = Path(b.get("artifact") or default)
     meter = make_meter(["latency"], "cpu", None, True, None, None, runs=args.runs)
     runs = args.runs * 10
     _say(f"{name}: timing {len(paths)} artifacts side by side ({runs} runs each)")
@@ -255,23 +254,18 @@ def measure_model(
 def train_baseline(
     zoo: Any, data: Any, work: Path, epochs: int, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], float]:
-    """The same architecture at uniform widths, each trained ``epochs`` epochs from scratch,
-    with its int8 artifact and test accuracy."""
-    from edgekit.search import ZooSpec, derive_seed, make_meter, train_zoo_model
-    from edgekit.train import evaluate_probs
+    """The same architecture at uniform widths, each trained ``epochs`` epochs from scratch
+    as a search's own baseline is (:func:`edgekit.search.train_width`), with its int8
+    artifact and test accuracy."""
+    from edgekit.search import make_meter, train_width
 
     meter = make_meter(["latency"], "cpu", None, True, work, data.x_train, runs=args.runs)
     baseline = []
     t0 = time.perf_counter()
     for multiplier in (float(w) for w in args.baseline_widths.split(",")):
-        width = round(zoo.width * multiplier, 6)
-        _say(f"baseline: {zoo.name} width {width:g}, {epochs} epochs")
-        spec = ZooSpec(zoo.name, width, zoo.input_size, epochs)
-        model = train_zoo_model(spec, data, seed=derive_seed(0, "baseline", width))
-        probs = evaluate_probs(model, data.x_test)
-        meter.measure_ms(model, stem=f"width_{width:g}", fresh=True)  # writes its artifact
+        _, entry = train_width(zoo, multiplier, epochs, data, meter, work, _say)
         baseline.append(
-            {"width": width, "accuracy": float(np.mean(np.argmax(probs, 1) == data.y_test))}
+            {"width": entry["width"], "accuracy": entry["accuracy"], "artifact": entry["artifact"]}
         )
     return baseline, time.perf_counter() - t0
 

@@ -16,6 +16,8 @@ from typing import Any
 _EXPORTS = {
     "edgekit.compress.channels": (
         "CRITERIA",
+        "LayerChannels",
+        "PlannedChannels",
         "PrunableGroup",
         "channel_importance",
         "count_macs",

@@ -99,6 +99,14 @@ class ChannelGraph:
         for e in np.asarray(labels).ravel():
             self._fixed.setdefault(int(e), reason)
 
+    def masks(self, keep_class: dict[int, bool]) -> dict[str, np.ndarray]:
+        """Tensor id -> which of its channels a pruning keeps (classes missing from
+        ``keep_class`` are kept)."""
+        keep_elem = np.ones(self.element_count, dtype=bool)
+        for e in range(self.element_count):
+            keep_elem[e] = keep_class.get(self.find(e), True)
+        return {tid: keep_elem[labels] for tid, labels in self.labels.items()}
+
     def find(self, e: int) -> int:
         parent = self._parent
         while parent[e] != e:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from edgekit.compress._graph import ChannelGraph
 from edgekit.models._graph import call_copy, finish, new_input
 
@@ -24,10 +22,7 @@ def rebuild_model(graph: ChannelGraph, keep_class: dict[int, bool]) -> Any:
     Raises:
         RuntimeError: a pruned layer does not have the shape the analysis predicted (a bug).
     """
-    keep_elem = np.ones(graph.element_count, dtype=bool)
-    for e in range(graph.element_count):
-        keep_elem[e] = keep_class.get(graph.find(e), True)
-    masks = {tid: keep_elem[labels] for tid, labels in graph.labels.items()}
+    masks = graph.masks(keep_class)
 
     new: dict[str, Any] = {}
     for step in graph.steps:

@@ -194,27 +194,80 @@ def prune_channels(model: Any, plan: Plan, criterion: str = "l1") -> Any:
             :func:`prunable_groups`.
     """
     _check_criterion(criterion)
+    analysis = _Analysis(model)
+    return rebuild_model(analysis.graph, _keep_classes(analysis, plan, criterion, {}))
+
+
+class PlannedChannels:
+    """The channel counts a plan leaves in every layer of a model, without building the
+    pruned network (which :func:`prune_channels` does, at the cost of a Keras rebuild).
+
+    A search that tries many plans on one network analyses it once here, and asks what each
+    plan's layers would look like: that is enough to predict a pruned network's latency
+    from a look-up table (see :func:`edgekit.measure.lut.predict_latency`).
+
+    Raises:
+        BadInputError: see :func:`prunable_groups`; an unknown criterion.
+    """
+
+    def __init__(self, model: Any, criterion: str = "l1") -> None:
+        _check_criterion(criterion)
+        self.model = model
+        self.criterion = criterion
+        self._analysis = _Analysis(model)
+        self._scores: dict[int, float] = {}
+
+    def layer_channels(self, plan: Plan | None = None) -> dict[str, LayerChannels]:
+        """Layer name -> the channels of its input and output tensors once ``plan`` (see
+        :func:`prune_channels`; None: nothing pruned) is applied.
+
+        Raises:
+            BadInputError: as :func:`prune_channels` for a bad plan.
+        """
+        graph = self._analysis.graph
+        keep = _keep_classes(self._analysis, plan or {}, self.criterion, self._scores)
+        masks = graph.masks(keep)
+        out: dict[str, LayerChannels] = {}
+        for step in graph.steps:
+            out[step.layer.name] = LayerChannels(
+                tuple(int(masks[t].sum()) for t in step.inputs),
+                tuple(int(masks[t].sum()) for t in step.outputs),
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class LayerChannels:
+    """The channels (last dimension) of one layer's input and output tensors."""
+
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+def _keep_classes(
+    analysis: _Analysis, plan: Plan, criterion: str, scores: dict[int, float]
+) -> dict[int, bool]:
+    """Class root -> kept, for the classes of the groups ``plan`` names. ``scores`` caches
+    the class scores (filled on first need)."""
     if not isinstance(plan, Mapping):
         raise BadInputError(
             f"plan must map group names to channel counts or index lists; got {type(plan).__name__}"
         )
-    analysis = _Analysis(model)
     chosen = {analysis.group(name).info.name: value for name, value in plan.items()}
-    scores: dict[int, float] | None = None
     keep_class: dict[int, bool] = {}
     for name, value in chosen.items():
         group = analysis.groups[name]
         if isinstance(value, Integral) and not isinstance(value, bool):
             count = _check_count(group.info, int(value))
-            if scores is None:
-                scores = _class_scores(analysis, criterion)
+            if not scores:
+                scores.update(_class_scores(analysis, criterion))
             kept = _top_classes(group, scores, count // group.info.divisor)
         else:
             kept = _classes_of_indices(group, value)
         for root in group.component.classes:
             keep_class[root] = root in kept
         log.debug("group %s keeps %d of %d units", name, len(kept), len(group.component.classes))
-    return rebuild_model(analysis.graph, keep_class)
+    return keep_class
 
 
 def uniform_channel_plan(model: Any, fraction: float, *, multiple_of: int = 1) -> dict[str, int]:

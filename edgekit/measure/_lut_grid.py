@@ -433,6 +433,40 @@ def _finish(o: dict[str, Any], precision: str) -> ModelOp:
     return ModelOp(o["name"], key, tuple(o["fused"]))
 
 
+def rechannel_ops(ops: Sequence[ModelOp], channels: dict[str, Any]) -> list[ModelOp]:
+    """The ops of the same network with other channel counts (a channel-pruned copy).
+
+    Pruning channels changes no op, kernel, stride or spatial size: only each op's input
+    and output channels (and a depthwise op's groups, which are its channels). That gives
+    the keys of a pruned network without building it.
+
+    Args:
+        ops: :func:`model_ops` of the unpruned network.
+        channels: layer name -> its tensors' channels after pruning, with ``inputs`` and
+            ``outputs`` tuples (:class:`edgekit.compress.LayerChannels`).
+
+    Returns:
+        One op per op of ``ops``, keyed as :func:`model_ops` keys the pruned network; a
+        concatenation whose inputs no longer have equal shapes is left unkeyed, as there.
+    """
+    out = []
+    for op in ops:
+        key = op.key
+        if key is None:
+            out.append(op)
+            continue
+        counts = channels[op.name]
+        cin, cout = counts.inputs[0], counts.outputs[0]
+        if key.op == "concat" and len(set(counts.inputs)) != 1:
+            out.append(
+                ModelOp(op.name, None, reason="concat of inputs with different shapes is not keyed")
+            )
+            continue
+        groups = cin if key.op == "depthwise" else key.groups
+        out.append(replace(op, key=replace(key, cin=cin, cout=cout, groups=groups)))
+    return out
+
+
 def zoo_grid(
     models: Sequence[str],
     widths: Sequence[float],

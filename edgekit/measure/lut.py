@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,7 +40,15 @@ from edgekit.measure._lut_build import (
     measure_key,
     other_load,
 )
-from edgekit.measure._lut_grid import PRECISIONS, LayerKey, ModelOp, layer_key, model_ops, zoo_grid
+from edgekit.measure._lut_grid import (
+    PRECISIONS,
+    LayerKey,
+    ModelOp,
+    layer_key,
+    model_ops,
+    rechannel_ops,
+    zoo_grid,
+)
 from edgekit.measure._lut_table import LayerEstimate, LutTable, sum_ops
 
 __all__ = [
@@ -64,6 +73,7 @@ __all__ = [
     "model_ops",
     "other_load",
     "predict_latency",
+    "rechannel_ops",
     "save_profile",
     "zoo_grid",
 ]
@@ -237,7 +247,11 @@ def context_scale(profile: dict[str, Any]) -> float:
 
 
 def predict_latency(
-    model: Any, profile: dict[str, Any] | str | Path, *, strict: bool = True
+    model: Any,
+    profile: dict[str, Any] | str | Path,
+    *,
+    strict: bool = True,
+    ops: Sequence[ModelOp] | None = None,
 ) -> LutPrediction:
     """Predict a Keras model's latency from a look-up table.
 
@@ -250,6 +264,9 @@ def predict_latency(
         profile: a loaded profile, a shipped profile name, or a profile path.
         strict: raise on a layer with no entry and no neighbours (otherwise it is listed in
             ``missing`` and left out of the sum).
+        ops: the model's ops, if already known (:func:`model_ops`, or
+            :func:`rechannel_ops` for a pruned copy of ``model`` that was not built); the
+            model then only names itself and its input size in messages.
 
     Returns:
         The prediction: ``latency_ms``, ``per_layer``, ``missing``, ``interpolated``.
@@ -262,7 +279,7 @@ def predict_latency(
         profile = load_profile(profile)
     table = _table_of(profile)
     precision = profile["precision"]
-    _, per_layer, missing = sum_ops(model_ops(model, precision), table)
+    _, per_layer, missing = sum_ops(ops if ops is not None else model_ops(model, precision), table)
     if missing and strict:
         op, reason = missing[0]
         side = profile.get("input_size")

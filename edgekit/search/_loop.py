@@ -3,7 +3,6 @@ driven by a checkpointed state (see :mod:`edgekit.search.netadapt`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import shutil
@@ -35,7 +34,7 @@ from edgekit.search._options import (
     train_zoo_model,
 )
 from edgekit.search._report import netadapt_report, write_chart
-from edgekit.search._resources import Meter, get_resource
+from edgekit.search._resources import Meter, get_resource, measure_artifacts, plan_evaluator
 from edgekit.search._schedule import (
     derive_seed,
     iteration_target,
@@ -144,6 +143,8 @@ class Search:
             # so on: a step one group cannot make is not yet a budget the network cannot meet.
             step = 1.0
             cache: dict[tuple[str, int], dict[str, float] | None] = {}
+            ranked = self._ranked_groups(model)
+            planned = plan_evaluator(model, self.opts.resources, self.meter, self.opts.criterion)
             while True:
                 targets = self._targets(i, values, step)
                 self.say(
@@ -151,7 +152,9 @@ class Search:
                     + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
                     + ("" if step == 1.0 else f" ({step:g} of the scheduled step)")
                 )
-                proposals, unreachable = self._propose(model, values, targets, cache)
+                proposals, unreachable = self._propose(
+                    model, ranked, values, targets, cache, planned
+                )
                 if proposals or step <= MIN_STEP:
                     break
                 step /= 2
@@ -190,37 +193,40 @@ class Search:
             for r in self.opts.resources
         }
 
-    def _propose(
-        self,
-        model: Any,
-        values: dict[str, float],
-        targets: dict[str, float],
-        cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
-    ) -> tuple[list[Proposal], list[str]]:
+    def _ranked_groups(self, model: Any) -> list[tuple[Any, int]]:
+        """``model``'s prunable groups with their model order, the largest share of the
+        primary resource first (ties: model order)."""
         from edgekit.compress import prunable_groups
 
         groups = prunable_groups(model)
-        order = {g.name: n for n, g in enumerate(groups)}
         shares = get_resource(self.primary).shares(model, self.meter)
-        share = {
-            g.name: sum(shares.get(name, 0.0) for name in {*g.producers, *g.consumers})
-            for g in groups
-        }
-        ranked = sorted(groups, key=lambda g: (-share[g.name], order[g.name]))
-        k = self.opts.proposals or len(groups)
+        share = [
+            sum(shares.get(name, 0.0) for name in {*g.producers, *g.consumers}) for g in groups
+        ]
+        order = sorted(range(len(groups)), key=lambda n: (-share[n], n))
+        return [(groups[n], n) for n in order]
+
+    def _propose(
+        self,
+        model: Any,
+        ranked: list[tuple[Any, int]],
+        values: dict[str, float],
+        targets: dict[str, float],
+        cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
+        planned: Callable[[dict[str, int]], dict[str, float] | None] | None = None,
+    ) -> tuple[list[Proposal], list[str]]:
+        k = self.opts.proposals or len(ranked)
         proposals: list[Proposal] = []
         unreachable: list[str] = []
-        for group in ranked:
+        for group, order in ranked:
             if len(proposals) >= k:
                 break
-            found = self._fewest_removed(model, group, values, targets, cache)
+            found = self._fewest_removed(model, group, values, targets, cache, planned)
             if found is None:
                 unreachable.append(group.name)
                 continue
             kept, kept_values = found
-            proposals.append(
-                Proposal(group.name, group.channel_count, kept, kept_values, order[group.name])
-            )
+            proposals.append(Proposal(group.name, group.channel_count, kept, kept_values, order))
         return proposals, unreachable
 
     def _fewest_removed(
@@ -230,10 +236,11 @@ class Search:
         values: dict[str, float],
         targets: dict[str, float],
         cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
+        planned: Callable[[dict[str, int]], dict[str, float] | None] | None = None,
     ) -> tuple[int, dict[str, float]] | None:
         return fewest_channels_removed(
             model, group, targets, self.opts.resources, self.meter, self.opts.criterion, values,
-            multiple=self.opts.channel_multiple or 1, cache=cache,
+            multiple=self.opts.channel_multiple or 1, cache=cache, planned=planned,
         )  # fmt: skip
 
     def _evaluate(
@@ -417,38 +424,67 @@ class Search:
         )
 
     def _baseline(self) -> None:
-        from edgekit.models._io import save_keras_model
-
         zoo = ZooSpec(**self.state["zoo"])
         epochs = self.baseline_epochs()
         done = {round(e["multiplier"], 6) for e in self.state["width_baseline"]}
         for multiplier in self.opts.baseline_widths:
             if round(multiplier, 6) in done:
                 continue
-            t0 = time.perf_counter()
-            width = round(zoo.width * multiplier, 6)
-            self.say(f"baseline: {zoo.name} width {width:g}, {epochs} epochs")
-            seed = derive_seed(self.opts.seed, "baseline", width)
-            spec = ZooSpec(zoo.name, width, zoo.input_size, epochs)
-            callbacks = self.training_callbacks(epochs) if self.training_callbacks else []
-            model = train_zoo_model(spec, self.data, seed, self.opts.batch_size, callbacks)
-            path = save_keras_model(model, self.out / "baseline" / f"width_{width:g}.keras")
-            entry = describe(model, self.data, self.meter, f"width_{width:g}", path, self.say)
-            entry.update(
-                {
-                    "width": width,
-                    "multiplier": multiplier,
-                    "epochs": epochs,
-                    "seed": seed,
-                    "values": self._values(model, entry),
-                    "seconds": round(time.perf_counter() - t0, 2),
-                }
-            )
+            model, entry = train_width(
+                zoo, multiplier, epochs, self.data, self.meter, self.out / "baseline", self.say,
+                seed=self.opts.seed, batch_size=self.opts.batch_size,
+                callbacks=self.training_callbacks(epochs) if self.training_callbacks else None,
+            )  # fmt: skip
+            entry["values"] = self._values(model, entry)
             self.state["width_baseline"].append(entry)
             self.state["seconds"] = round(self.state["seconds"] + entry["seconds"], 2)
             write_state(self.out, self.state)
         self.state["phase"] = "confirm"
         write_state(self.out, self.state)
+
+
+def train_width(
+    zoo: ZooSpec,
+    multiplier: float,
+    epochs: int,
+    data: Dataset,
+    meter: Meter,
+    folder: Path,
+    say: Progress,
+    *,
+    seed: int = 0,
+    batch_size: int = 32,
+    callbacks: list[Any] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """One point of the width-multiplier baseline: ``zoo`` at ``multiplier`` times its
+    width, trained ``epochs`` epochs from scratch (seeded from ``seed`` and the width),
+    saved in ``folder`` and described (:func:`describe`: accuracy, cost, measured latency
+    and artifact) as ``width_<width>``.
+
+    Returns:
+        The trained model and its entry (``width``, ``multiplier``, ``epochs``, ``seed``,
+        ``seconds`` besides what :func:`describe` gives).
+    """
+    from edgekit.models._io import save_keras_model
+
+    t0 = time.perf_counter()
+    width = round(zoo.width * multiplier, 6)
+    say(f"baseline: {zoo.name} width {width:g}, {epochs} epochs")
+    width_seed = derive_seed(seed, "baseline", width)
+    spec = ZooSpec(zoo.name, width, zoo.input_size, epochs)
+    model = train_zoo_model(spec, data, width_seed, batch_size, callbacks or [])
+    path = save_keras_model(model, folder / f"width_{width:g}.keras")
+    entry = describe(model, data, meter, f"width_{width:g}", path, say)
+    entry.update(
+        {
+            "width": width,
+            "multiplier": multiplier,
+            "epochs": epochs,
+            "seed": width_seed,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    )
+    return model, entry
 
 
 # --------------------------------------------------------------------------- helpers
@@ -479,6 +515,7 @@ def fewest_channels_removed(
     values: dict[str, float] | None = None,
     multiple: int = 1,
     cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
+    planned: Callable[[dict[str, int]], dict[str, float] | None] | None = None,
 ) -> tuple[int, dict[str, float]] | None:
     """The most channels ``group`` can keep while ``model`` meets every target.
 
@@ -499,6 +536,8 @@ def fewest_channels_removed(
         multiple: kept counts are multiples of this too.
         cache: (group, kept count) -> resources, shared by the calls of one iteration (a
             halved step asks about the same pruned networks again).
+        planned: evaluates a plan's resources without building the pruned network
+            (:func:`edgekit.search._resources.plan_evaluator`), where the resources allow.
 
     Returns:
         ``(kept channels, resources of the pruned network)``, or None when even the fewest
@@ -519,8 +558,11 @@ def fewest_channels_removed(
         key = (group.name, counts[index])
         if cache is not None and key in cache:
             return cache[key]
-        pruned = prune_channels(model, {group.name: counts[index]}, criterion)
-        found = resource_values(pruned, resources, meter)
+        plan = {group.name: counts[index]}
+        if planned is not None:
+            found = planned(plan)
+        else:
+            found = resource_values(prune_channels(model, plan, criterion), resources, meter)
         if cache is not None:
             cache[key] = found
         return found
@@ -585,23 +627,6 @@ def describe(
         "size_bytes": int(cost.params * BYTES_PER_WEIGHT[meter.precision]),
         "model": str(Path(path).absolute()),
         "artifact": str(Path(artifact).absolute()) if artifact and measured is not None else None,
-    }
-
-
-def measure_artifacts(
-    paths: dict[str, Path], meter: Meter, runs: int, sample: np.ndarray
-) -> dict[str, dict[str, float]]:
-    """Latency statistics of each artifact: side by side in alternating rounds here, or one
-    after another where the meter measures remotely."""
-    if meter.remote:
-        return {key: meter.measure_artifact(path, sample, runs) for key, path in paths.items()}
-    from edgekit.measure import measure_side_by_side, open_runner
-
-    runners = {k: open_runner("litert", p, threads=meter.threads) for k, p in paths.items()}
-    stats = measure_side_by_side(runners, sample, runs=runs, warmup=meter.warmup, rounds=5)
-    return {
-        k: {n: round(float(v), 6) for n, v in dataclasses.asdict(s).items()}
-        for k, s in stats.items()
     }
 
 

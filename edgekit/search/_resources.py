@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,11 +163,12 @@ class Meter:
         """The converter format measured: ``tflite_int8`` or ``tflite_fp32``."""
         return f"tflite_{self.precision}"
 
-    def latency_ms(self, model: Any) -> float | None:
+    def latency_ms(self, model: Any, ops: Any = None) -> float | None:
         """The latency the search uses: the table's prediction times :attr:`scale`, or a
-        measurement without a table; None outside the table."""
+        measurement without a table; None outside the table. ``ops``: see
+        :meth:`predict_ms`."""
         if self.profile is not None:
-            raw = self.predict_ms(model)
+            raw = self.predict_ms(model, ops)
             return None if raw is None else raw * self.scale
         return self.measure_ms(model, stem="search")
 
@@ -229,14 +230,16 @@ class Meter:
         on = getattr(self.measure_fn, "where", None) or self.device or "this machine"
         return f"{self.format} on {on}, LiteRT, {threads}"
 
-    def predict_ms(self, model: Any) -> float | None:
-        """Latency predicted from the profile; None without one or outside the table."""
+    def predict_ms(self, model: Any, ops: Any = None) -> float | None:
+        """Latency predicted from the profile; None without one or outside the table.
+        ``ops``: the model's ops if known (a pruned copy's, see
+        :func:`edgekit.measure.lut.rechannel_ops`)."""
         if self.profile is None:
             return None
         from edgekit.measure.lut import MissingLayerError, predict_latency
 
         try:
-            return float(predict_latency(model, self.profile).latency_ms)
+            return float(predict_latency(model, self.profile, ops=ops).latency_ms)
         except MissingLayerError as err:
             log.debug("no prediction for %s: %s", model.name, err)
             return None
@@ -310,18 +313,55 @@ class Meter:
         return {k: round(float(v), 6) for k, v in stats.items() if isinstance(v, int | float)}
 
     def _relative_to_anchor(self, path: Path, sample: np.ndarray) -> float:
-        from edgekit.measure import measure_side_by_side, open_runner
-
         assert self.anchor is not None
         anchor_path, anchor_ms = self.anchor
-        runners = {
-            "anchor": open_runner("litert", anchor_path, threads=self.threads),
-            "new": open_runner("litert", path, threads=self.threads),
-        }
-        stats = measure_side_by_side(
-            runners, sample, runs=max(self.runs, 20), warmup=self.warmup, rounds=5
-        )
-        return float(anchor_ms * stats["new"].p50 / stats["anchor"].p50)
+        runs = max(self.runs, 20)
+        stats = measure_artifacts({"anchor": anchor_path, "new": path}, self, runs, sample)
+        return float(anchor_ms * stats["new"]["p50"] / stats["anchor"]["p50"])
+
+
+def measure_artifacts(
+    paths: dict[str, Path], meter: Meter, runs: int, sample: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """Latency statistics of each artifact: side by side in alternating rounds here, or one
+    after another where the meter measures remotely."""
+    if meter.remote:
+        return {key: meter.measure_artifact(path, sample, runs) for key, path in paths.items()}
+    from edgekit.measure import measure_side_by_side, open_runner
+
+    runners = {k: open_runner("litert", p, threads=meter.threads) for k, p in paths.items()}
+    stats = measure_side_by_side(runners, sample, runs=runs, warmup=meter.warmup, rounds=5)
+    return {k: {n: round(float(v), 6) for n, v in asdict(s).items()} for k, s in stats.items()}
+
+
+def plan_evaluator(
+    model: Any, resources: Sequence[str], meter: Meter, criterion: str = "l1"
+) -> Callable[[dict[str, int]], dict[str, float] | None] | None:
+    """Evaluates the resources of ``model``'s channel-pruned copies without building them,
+    or None when a resource needs the built network.
+
+    Only latency predicted from a table qualifies: pruning changes the channels of each op
+    and nothing else, so the table can be read with the pruned channel counts
+    (:class:`edgekit.compress.PlannedChannels`, :func:`edgekit.measure.lut.rechannel_ops`).
+    The value is the one :meth:`Meter.latency_ms` gives for the built network (tests hold
+    them equal); a Keras rebuild per plan costs about a second at MobileNet scale.
+
+    Returns:
+        ``fn(plan) -> {resource: value}``, None where the table has no estimate; or None.
+    """
+    if meter.profile is None or any(r != "latency" for r in resources):
+        return None
+    from edgekit.compress import PlannedChannels
+    from edgekit.measure.lut import model_ops, rechannel_ops
+
+    planned = PlannedChannels(model, criterion)
+    ops = model_ops(model, meter.precision)
+
+    def evaluate(plan: dict[str, int]) -> dict[str, float] | None:
+        value = meter.latency_ms(model, rechannel_ops(ops, planned.layer_channels(plan)))
+        return None if value is None else {"latency": float(value)}
+
+    return evaluate
 
 
 def architecture_signature(model: Any) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from edgekit._keras import keras
 from edgekit.compress import (
+    PlannedChannels,
     channel_importance,
     count_macs,
     prunable_groups,
@@ -276,6 +277,38 @@ def _one_line_error(call: Any) -> str:
     message = str(info.value)
     assert "\n" not in message
     return message
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_planned_channels_key_the_ops_of_the_network_prune_channels_builds(name: str) -> None:
+    """The latency search reads a pruned network's look-up keys from its planned channel
+    counts instead of building it: the keys must be exactly those of the built network, for
+    single-group and several-group plans, through adds, concatenations, splits, shuffles,
+    grouped convs and squeeze-excite."""
+    from edgekit.measure.lut import model_ops, rechannel_ops
+
+    model = _model(name)
+    groups = prunable_groups(model)
+    planned = PlannedChannels(model)
+    ops = model_ops(model, "int8")
+    rng = np.random.default_rng(1)
+    plans = [{}]
+    for size in (1, 3):
+        chosen = rng.choice(len(groups), size=min(size, len(groups)), replace=False)
+        plan = {}
+        for i in chosen:
+            g = groups[int(i)]
+            units = g.channel_count // g.divisor
+            plan[g.name] = int(rng.integers(1, units)) * g.divisor if units > 1 else g.divisor
+        plans.append(plan)
+    for plan in plans:
+        built = model_ops(prune_channels(model, plan), "int8")
+        fast = rechannel_ops(ops, planned.layer_channels(plan))
+        assert [(o.name, o.key, o.reason) for o in fast] == [
+            (o.name, o.key, o.reason) for o in built
+        ], plan
+    with pytest.raises(BadInputError, match="unknown prunable group"):
+        planned.layer_channels({"no_such_group": 1})
 
 
 def test_bad_plans_give_one_line_errors() -> None:

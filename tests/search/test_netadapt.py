@@ -39,6 +39,7 @@ from edgekit.search import (
     resource_reduction,
     resume,
 )
+from edgekit.search._resources import plan_evaluator
 from edgekit.train import TrainConfig, train_model
 
 if "search" not in cli.commands:
@@ -290,9 +291,14 @@ def test_latency_proposal_never_exceeds_the_target_per_the_table(
     meter = Meter(profile=load_profile(tiny_profile))
     l0 = predict_latency(model, meter.profile).latency_ms
     found_any = False
+    # The search evaluates plans without building them; it must agree with the built ones.
+    planned = plan_evaluator(model, ["latency"], meter)
+    assert planned is not None and plan_evaluator(model, ["latency", "macs"], meter) is None
     for group in prunable_groups(model)[1:6]:
         target = {"latency": 0.99 * l0}
         found = fewest_channels_removed(model, group, target, ["latency"], meter)
+        fast = fewest_channels_removed(model, group, target, ["latency"], meter, planned=planned)
+        assert fast == (None if found is None else (found[0], pytest.approx(found[1])))
         if found is None:
             continue
         found_any = True
