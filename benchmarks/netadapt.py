@@ -294,7 +294,8 @@ def results_section(
         f"separate `edgekit bench` process on the result's int8 artifact ({args.runs * 10} "
         "runs; met: at or under the budget within its (p90-p50)/p50 noise); 'baseline acc.' "
         "is the width multipliers' test accuracy at the result's side-by-side latency "
-        "(interpolated). The baseline is trained once per model for as many epochs as the "
+        f"(interpolated); one test image is {100 / len(data.y_test):.2f} points of accuracy. "
+        "The baseline is trained once per model for as many epochs as the "
         "longer search's result saw (reference training + short fine-tunings + long "
         "fine-tuning), so the shorter "
         f"search's baseline trained longer than its result. Host: {host_line()}.",
