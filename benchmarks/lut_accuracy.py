@@ -12,6 +12,8 @@ benchmarks/RESULTS.md.
 
     python benchmarks/lut_accuracy.py [--profile NAME|PATH]          # a built profile
     python benchmarks/lut_accuracy.py --fresh [--grid-widths ...]     # build one in this run
+    python benchmarks/lut_accuracy.py --profile litert_x86_avx512_int8_176 \
+        --widths 0.25,0.3,0.4,0.5,0.6,0.75,0.9,1.0 --section lut_accuracy_176
 
 A profile predicts the machine as it was when the profile was built; a VM whose host gets
 busier runs everything slower. The report shows how much slower or faster the models that
@@ -196,7 +198,7 @@ def _report(args: argparse.Namespace, result: dict[str, Any]) -> str:
         else f"`{profile['name']}`, built {profile.get('built', {}).get('date', '?')}"
     )
     lines = [
-        "## lut_accuracy: look-up-table predictions vs measured latency",
+        f"## {args.section}: look-up-table predictions vs measured latency",
         "",
         f"Profile {mode} ({profile['precision']}, {len(profile['entries'])} entries, "
         f"{dev.get('cpu')}, {dev.get('threads')} threads, {rt.get('package')} "
@@ -274,6 +276,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10, help="alternating rounds")
     ap.add_argument("--warmup-ms", type=float, default=10.0, help="warm-up per model and round")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    ap.add_argument(
+        "--section", default="lut_accuracy", help="RESULTS.md section to write (one per table)"
+    )
     args = ap.parse_args()
 
     from edgekit.measure.lut import BUSY_WARNING
@@ -286,7 +291,7 @@ def main() -> None:
     text = _report(args, result)
     print(text)
     if not args.no_write:
-        write_section("lut_accuracy", text)
+        write_section(args.section, text)
 
 
 if __name__ == "__main__":
