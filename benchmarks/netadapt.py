@@ -76,6 +76,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     ap.add_argument(
+        "--seed", type=int, default=0, help="seeds the reference, the searches and the baseline"
+    )
+    ap.add_argument(
+        "--section",
+        default="netadapt",
+        help="RESULTS.md section to write; charts go to benchmarks/<section>/",
+    )
+    ap.add_argument(
         "--from-run",
         type=Path,
         default=None,
@@ -104,8 +112,8 @@ def main() -> None:
     body = results_section(rows, baselines, data, args)
     print(body)
     if not args.no_write:
-        write_charts(work, rows, baselines, CHARTS)
-        write_section("netadapt", body)
+        write_charts(work, rows, baselines, CHARTS.with_name(args.section))
+        write_section(args.section, body)
 
 
 def write_charts(
@@ -140,7 +148,7 @@ def run_model(
     zoo = ZooSpec(name, args.width, size, args.train_epochs)
     print(f"{name}: training {args.train_epochs} epochs at {size}x{size}", file=sys.stderr)
     t0 = time.perf_counter()
-    model = train_zoo_model(zoo, data, seed=0)
+    model = train_zoo_model(zoo, data, seed=args.seed)
     train_s = time.perf_counter() - t0
     rows = []
     reports = {}
@@ -154,6 +162,7 @@ def run_model(
             init_fraction=args.init_fraction,
             decay=args.decay,
             measure_runs=args.runs,
+            seed=args.seed,
             baseline=False,  # trained once per model below
         )
         t0 = time.perf_counter()
@@ -263,7 +272,7 @@ def train_baseline(
     baseline = []
     t0 = time.perf_counter()
     for multiplier in (float(w) for w in args.baseline_widths.split(",")):
-        _, entry = train_width(zoo, multiplier, epochs, data, meter, work, _say)
+        _, entry = train_width(zoo, multiplier, epochs, data, meter, work, _say, seed=args.seed)
         baseline.append(
             {"width": entry["width"], "accuracy": entry["accuracy"], "artifact": entry["artifact"]}
         )
@@ -278,7 +287,8 @@ def results_section(
 ) -> str:
     size = args.input_size
     lines = [
-        "## netadapt: NetAdapt vs width multipliers on --target cpu (LiteRT int8, 2 threads)",
+        f"## {args.section}: NetAdapt vs width multipliers on --target cpu (LiteRT int8, "
+        f"2 threads), seed {args.seed}",
         "",
         f"Zoo models at {size}x{size}, width {args.width:g}, trained {args.train_epochs} "
         f"epochs on digits ({len(data.y_train)} training, {len(data.y_test)} held-out test "
@@ -332,8 +342,8 @@ def results_section(
         for r in model_rows:
             chain = ", ".join(f"{g} {a}->{b}" for g, a, b in r["history"])
             lines.append(
-                f"  - {r['budget']} chose: {chain} (chart: "
-                f"[netadapt/{name}_{r['budget']}.png](netadapt/{name}_{r['budget']}.png))"
+                f"  - {r['budget']} chose: {chain} (chart: [{args.section}/{name}_{r['budget']}"
+                f".png]({args.section}/{name}_{r['budget']}.png))"
             )
     return "\n".join(lines)
 

@@ -7,6 +7,8 @@ its parts, a grouped conv and a channel shuffle need the same positions kept in 
 ``prune_channels(model, plan)`` keeps, in each named group, the channels with the largest
 filter norms (or the ones given) and returns a new, smaller functional model with the same
 layer names, the kept weights, and the original input and output shapes.
+``PlannedChannels(model).layer_channels(plan)`` says what channel counts a plan leaves in
+every layer without building that model (a search prices many plans this way).
 
 A group is named after its first producing layer (``block3_expand``); its ``channel_count``
 and ``divisor`` are counted on that layer's filters. Where coupling ties several channels of
