@@ -214,7 +214,6 @@ class PlannedChannels:
 
     def __init__(self, model: Any, criterion: str = "l1") -> None:
         _check_criterion(criterion)
-        self.model = model
         self.criterion = criterion
         self._analysis = _Analysis(model)
         self._scores: dict[int, float] = {}

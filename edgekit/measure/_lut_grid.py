@@ -251,6 +251,10 @@ def layer_key(
     )
 
 
+# Why a concatenation gets no key (model_ops and rechannel_ops must say the same).
+UNEVEN_CONCAT = "concat of inputs with different shapes is not keyed"
+
+
 @dataclass(frozen=True)
 class ModelOp:
     """One executed op of a model: the Keras layer that owns it and its key.
@@ -418,9 +422,7 @@ def _finish(o: dict[str, Any], precision: str) -> ModelOp:
     if o["op"] == "concat":
         shapes = cost.input_shape if isinstance(cost.input_shape, list) else [cost.input_shape]
         if len({tuple(s) for s in shapes}) != 1:
-            return ModelOp(
-                o["name"], None, reason="concat of inputs with different shapes is not keyed"
-            )
+            return ModelOp(o["name"], None, reason=UNEVEN_CONCAT)
     padding = str(getattr(layer, "padding", "same")).lower()
     key = layer_key(
         cost,
@@ -458,9 +460,7 @@ def rechannel_ops(ops: Sequence[ModelOp], channels: dict[str, Any]) -> list[Mode
         counts = channels[op.name]
         cin, cout = counts.inputs[0], counts.outputs[0]
         if key.op == "concat" and len(set(counts.inputs)) != 1:
-            out.append(
-                ModelOp(op.name, None, reason="concat of inputs with different shapes is not keyed")
-            )
+            out.append(ModelOp(op.name, None, reason=UNEVEN_CONCAT))
             continue
         groups = cin if key.op == "depthwise" else key.groups
         out.append(replace(op, key=replace(key, cin=cin, cout=cout, groups=groups)))
