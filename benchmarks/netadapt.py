@@ -59,6 +59,8 @@ def baseline_accuracy_at(baseline: list[dict[str, Any]], latency: float) -> floa
 
 
 def main() -> None:
+    from edgekit.search import NetAdaptOptions
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
     ap.add_argument("--input-size", type=int, default=176)
@@ -67,6 +69,8 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=5)
     ap.add_argument("--short-steps", type=int, default=15)
     ap.add_argument("--long-epochs", type=int, default=5)
+    ap.add_argument("--bn-batches", type=int, default=NetAdaptOptions.bn_batches)
+    ap.add_argument("--learning-rate", type=float, default=NetAdaptOptions.learning_rate)
     ap.add_argument("--proposals", type=int, default=4)
     ap.add_argument("--init-fraction", type=float, default=0.08)
     ap.add_argument("--decay", type=float, default=0.96)
@@ -158,6 +162,8 @@ def run_model(
             budgets=(budget,),
             proposals=args.proposals,
             short_steps=args.short_steps,
+            bn_batches=args.bn_batches,
+            learning_rate=args.learning_rate,
             long_epochs=args.long_epochs,
             init_fraction=args.init_fraction,
             decay=args.decay,
@@ -293,7 +299,9 @@ def results_section(
         f"Zoo models at {size}x{size}, width {args.width:g}, trained {args.train_epochs} "
         f"epochs on digits ({len(data.y_train)} training, {len(data.y_test)} held-out test "
         f"images). NetAdapt: K = {args.proposals} proposals per iteration, "
-        f"{args.short_steps} batches of fine-tuning each, {args.long_epochs} long epochs, "
+        f"{args.short_steps} batches of fine-tuning each (learning rate {args.learning_rate:g}; "
+        f"BatchNorm statistics re-estimated on {args.bn_batches} batches before and after), "
+        f"{args.long_epochs} long epochs, "
         f"reduction schedule {args.init_fraction:g} x {args.decay:g}^i of the reference's "
         "latency. Proposals are chosen from the cpu target's table for the input size "
         "(named below); each chosen network is timed side by side with the reference and "

@@ -135,3 +135,49 @@ def train_model(
 def evaluate_probs(model: Any, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Class probabilities of a Keras model on ``x`` (inference mode)."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def recalibrate_batchnorm(
+    model: Any, data: Dataset, batches: int, *, batch_size: int = 32, seed: int = 0
+) -> int:
+    """Re-estimate every BatchNormalization layer's moving mean and variance on training images.
+
+    Removing channels changes what every later BatchNormalization layer sees, while its moving
+    statistics still describe the unpruned network; in inference mode the pruned network is
+    then far worse than its weights are (on MobileNet v1 at 176x176, pruning block4_pw from
+    256 to 88 channels left 11% validation accuracy, 98% after this). Re-estimating the
+    statistics ("adaptive BatchNorm", Li et al., EagleEye, ECCV 2020) changes no weight; it
+    lets a few batches of fine-tuning, and the accuracy that ranks proposals, start from what
+    the pruned weights can do.
+
+    The statistics become the plain mean of ``batches`` batch statistics (not a decaying
+    average), from images drawn without replacement with ``seed`` and without augmentation.
+
+    Args:
+        model: a Keras model; changed in place.
+        data: its training split is used.
+        batches: batches to average over; 0 leaves the model as it is.
+        batch_size: images per batch.
+        seed: fixes which images.
+
+    Returns:
+        The number of BatchNormalization layers re-estimated.
+    """
+    from edgekit._keras import keras
+
+    layers = [m for m in model.submodules if isinstance(m, keras.layers.BatchNormalization)]
+    if batches <= 0 or not layers:
+        return 0
+    order = np.random.default_rng(seed).permutation(len(data.x_train))
+    n = max(1, min(batches, len(order) // batch_size))
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for k in range(n):
+            # moving <- moving * k/(k+1) + batch / (k+1): after n batches, their plain mean.
+            for layer in layers:
+                layer.momentum = k / (k + 1.0)
+            model(data.x_train[order[k * batch_size : (k + 1) * batch_size]], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+    return len(layers)

@@ -28,6 +28,7 @@ _RUN_OPTIONS = (
     "resource",
     "proposals",
     "short_steps",
+    "bn_batches",
     "long_epochs",
     "init_fraction",
     "decay",
@@ -101,6 +102,13 @@ def _items(values: tuple[str, ...]) -> list[str]:
 )
 @click.option(
     "--short-steps", type=int, default=100, show_default=True, help="Batches per proposal."
+)
+@click.option(
+    "--bn-batches",
+    type=int,
+    default=20,
+    show_default=True,
+    help="Training batches to re-estimate each proposal's BatchNorm statistics on (0: never).",
 )
 @click.option(
     "--long-epochs", type=int, default=5, show_default=True, help="Epochs to fine-tune the result."
@@ -192,6 +200,7 @@ def netadapt_command(
     resource: tuple[str, ...],
     proposals: int | None,
     short_steps: int,
+    bn_batches: int,
     long_epochs: int,
     init_fraction: float,
     decay: float,
@@ -256,6 +265,7 @@ def netadapt_command(
             resources=_items(resource) or ["latency"],
             proposals=proposals,
             short_steps=short_steps,
+            bn_batches=bn_batches,
             long_epochs=long_epochs,
             init_fraction=init_fraction,
             decay=decay,
@@ -292,6 +302,7 @@ def _start(
     resources: list[str],
     proposals: int | None,
     short_steps: int,
+    bn_batches: int,
     long_epochs: int,
     init_fraction: float,
     decay: float,
@@ -344,6 +355,7 @@ def _start(
         budgets=tuple(budgets),
         proposals=proposals,
         short_steps=short_steps,
+        bn_batches=bn_batches,
         long_epochs=long_epochs,
         init_fraction=init_fraction,
         decay=decay,

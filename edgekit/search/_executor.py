@@ -10,6 +10,7 @@ executor (nor on the order in which workers finish).
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -44,6 +45,9 @@ class ProposalTask:
         batch_size: images per batch.
         learning_rate: initial learning rate (cosine decay over ``steps``).
         criterion: channel importance, ``l1`` or ``l2``.
+        bn_batches: training batches the BatchNormalization statistics are re-estimated on
+            after pruning and again after fine-tuning (0: never); see
+            :func:`edgekit.train.recalibrate_batchnorm`.
         trust: the source file may hold code-carrying layers (see ``load_keras_model``).
     """
 
@@ -56,6 +60,7 @@ class ProposalTask:
     batch_size: int = 32
     learning_rate: float = 1e-3
     criterion: str = "l1"
+    bn_batches: int = 0
     trust: bool = False
 
 
@@ -134,9 +139,14 @@ def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
     """Prune, fine-tune, evaluate and save one proposal (what every executor runs)."""
     from edgekit.compress import prune_channels
     from edgekit.models._io import save_keras_model
+    from edgekit.train import recalibrate_batchnorm
 
     t0 = time.perf_counter()
     model = prune_channels(_source_model(task), task.plan, task.criterion)
+    recalibrate = functools.partial(
+        recalibrate_batchnorm, batches=task.bn_batches, batch_size=task.batch_size, seed=task.seed
+    )
+    recalibrate(model, data)  # fine-tune from what the pruned weights can do
     history = fine_tune_steps(
         model,
         data,
@@ -145,6 +155,8 @@ def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
         learning_rate=task.learning_rate,
         seed=task.seed,
     )
+    if task.steps > 0:
+        recalibrate(model, data)  # statistics of the fine-tuned weights, not a decaying mix
     accuracy = val_accuracy(model, data)
     save_keras_model(model, task.out_path)
     del model

@@ -269,6 +269,7 @@ class Search:
                     batch_size=self.opts.batch_size,
                     learning_rate=self.opts.learning_rate,
                     criterion=self.opts.criterion,
+                    bn_batches=self.opts.bn_batches,
                     trust=bool(self.state["trust_model"]),
                 )
             )
