@@ -299,9 +299,13 @@ def results_section(
         f"Zoo models at {size}x{size}, width {args.width:g}, trained {args.train_epochs} "
         f"epochs on digits ({len(data.y_train)} training, {len(data.y_test)} held-out test "
         f"images). NetAdapt: K = {args.proposals} proposals per iteration, "
-        f"{args.short_steps} batches of fine-tuning each (learning rate {args.learning_rate:g}; "
-        f"BatchNorm statistics re-estimated on {args.bn_batches} batches before and after), "
-        f"{args.long_epochs} long epochs, "
+        f"{args.short_steps} batches of fine-tuning each (learning rate {args.learning_rate:g}"
+        + (
+            f"; BatchNorm statistics re-estimated on {args.bn_batches} batches before and after"
+            if args.bn_batches
+            else ""
+        )
+        + f"), {args.long_epochs} long epochs, "
         f"reduction schedule {args.init_fraction:g} x {args.decay:g}^i of the reference's "
         "latency. Proposals are chosen from the cpu target's table for the input size "
         "(named below); each chosen network is timed side by side with the reference and "

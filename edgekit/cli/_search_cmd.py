@@ -29,6 +29,7 @@ _RUN_OPTIONS = (
     "proposals",
     "short_steps",
     "bn_batches",
+    "learning_rate",
     "long_epochs",
     "init_fraction",
     "decay",
@@ -106,9 +107,16 @@ def _items(values: tuple[str, ...]) -> list[str]:
 @click.option(
     "--bn-batches",
     type=int,
-    default=20,
+    default=0,
     show_default=True,
-    help="Training batches to re-estimate each proposal's BatchNorm statistics on (0: never).",
+    help="Re-estimate each proposal's BatchNorm statistics on N training batches (0: never).",
+)
+@click.option(
+    "--learning-rate",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Initial learning rate of each proposal's fine-tuning (3e-4 with --bn-batches).",
 )
 @click.option(
     "--long-epochs", type=int, default=5, show_default=True, help="Epochs to fine-tune the result."
@@ -201,6 +209,7 @@ def netadapt_command(
     proposals: int | None,
     short_steps: int,
     bn_batches: int,
+    learning_rate: float,
     long_epochs: int,
     init_fraction: float,
     decay: float,
@@ -266,6 +275,7 @@ def netadapt_command(
             proposals=proposals,
             short_steps=short_steps,
             bn_batches=bn_batches,
+            learning_rate=learning_rate,
             long_epochs=long_epochs,
             init_fraction=init_fraction,
             decay=decay,
@@ -303,6 +313,7 @@ def _start(
     proposals: int | None,
     short_steps: int,
     bn_batches: int,
+    learning_rate: float,
     long_epochs: int,
     init_fraction: float,
     decay: float,
@@ -356,6 +367,7 @@ def _start(
         proposals=proposals,
         short_steps=short_steps,
         bn_batches=bn_batches,
+        learning_rate=learning_rate,
         long_epochs=long_epochs,
         init_fraction=init_fraction,
         decay=decay,

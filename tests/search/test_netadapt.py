@@ -705,6 +705,8 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
         (["--no-measure"], "measuring is turned off", 2),  # the cpu table is for 128x128
         (["--workers", "0"], "--workers must be >= 1", 2),
         (["--channel-multiple", "0"], "--channel-multiple must be an integer >= 1", 2),
+        (["--bn-batches", "-1"], "--bn-batches must be an integer >= 0; got -1", 2),
+        (["--learning-rate", "0"], "--learning-rate must be a number > 0; got 0.0", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
         (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
     ],
