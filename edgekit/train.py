@@ -156,7 +156,8 @@ def recalibrate_batchnorm(
     Args:
         model: a Keras model; changed in place.
         data: its training split is used.
-        batches: batches to average over; 0 leaves the model as it is.
+        batches: batches to average over (at most as many as the training split holds); 0
+            leaves the model as it is.
         batch_size: images per batch.
         seed: fixes which images.
 
