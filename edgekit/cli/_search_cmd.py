@@ -189,7 +189,13 @@ def _items(values: tuple[str, ...]) -> list[str]:
     show_default=True,
     help="Measure latency where the target is this machine (cpu).",
 )
-@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per measurement.")
+@click.option(
+    "--runs",
+    type=int,
+    default=50,
+    show_default=True,
+    help="Timed runs per measurement (x10, at least 100, for the one that ends the search and the final side-by-side timing).",
+)
 @trust_model_option
 @json_option
 @click.pass_context

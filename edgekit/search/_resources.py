@@ -244,11 +244,14 @@ class Meter:
             log.debug("no prediction for %s: %s", model.name, err)
             return None
 
-    def measure_ms(self, model: Any, stem: str = "measured", fresh: bool = False) -> float:
+    def measure_ms(
+        self, model: Any, stem: str = "measured", fresh: bool = False, runs: int | None = None
+    ) -> float:
         """p50 latency of ``model`` converted to :attr:`format` and timed in LiteRT here.
 
         The artifact is kept as ``<work_dir>/<stem>_<precision>.tflite``. Architectures
         already measured by this meter are not measured again unless ``fresh`` is set.
+        ``runs``: timed inferences (default :attr:`runs`).
 
         Raises:
             BadInputError: this meter cannot measure (no local runtime for the target).
@@ -265,10 +268,10 @@ class Meter:
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="edgekit-measure-") as tmp:
-                return self._measure(model, stem, Path(tmp), signature)
-        return self._measure(model, stem, self.work_dir, signature)
+                return self._measure(model, stem, Path(tmp), signature, runs or self.runs)
+        return self._measure(model, stem, self.work_dir, signature, runs or self.runs)
 
-    def _measure(self, model: Any, stem: str, work_dir: Path, signature: str) -> float:
+    def _measure(self, model: Any, stem: str, work_dir: Path, signature: str, runs: int) -> float:
         from edgekit.converters import ConvertOptions, get_converter
 
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -282,9 +285,9 @@ class Meter:
         )
         self.artifacts[stem] = artifact.path
         if self.anchor is not None and not self.remote:
-            p50 = self._relative_to_anchor(artifact.path, calibration[:1])
+            p50 = self._relative_to_anchor(artifact.path, calibration[:1], runs)
         else:
-            p50 = self.measure_artifact(artifact.path, calibration[:1], self.runs)["p50"]
+            p50 = self.measure_artifact(artifact.path, calibration[:1], runs)["p50"]
         self._measured[signature] = p50
         return p50
 
@@ -312,11 +315,10 @@ class Meter:
             stats = asdict(measure_latency(runner, sample, runs=runs, warmup=self.warmup))
         return {k: round(float(v), 6) for k, v in stats.items() if isinstance(v, int | float)}
 
-    def _relative_to_anchor(self, path: Path, sample: np.ndarray) -> float:
+    def _relative_to_anchor(self, path: Path, sample: np.ndarray, runs: int) -> float:
         assert self.anchor is not None
         anchor_path, anchor_ms = self.anchor
-        runs = max(self.runs, 20)
-        stats = measure_artifacts({"anchor": anchor_path, "new": path}, self, runs, sample)
+        stats = measure_artifacts({"anchor": anchor_path, "new": path}, self, max(runs, 20), sample)
         return float(anchor_ms * stats["new"]["p50"] / stats["anchor"]["p50"])
 
 

@@ -343,8 +343,12 @@ class FakeDevice:
 
     where = "a fake device"
 
-    def __init__(self) -> None:
+    def __init__(self, long_runs: int = 0, long_factor: float = 1.0) -> None:
+        """Measurements of at least ``long_runs`` runs (if set) read ``long_factor`` times
+        longer, as a real device can over a longer timing."""
         self.calls: list[str] = []
+        self.runs: list[int] = []
+        self.long_runs, self.long_factor = long_runs, long_factor
 
     @staticmethod
     def macs(path: Path) -> int:
@@ -365,7 +369,10 @@ class FakeDevice:
         self, path: Path, sample: Any, runs: int, warmup: int, threads: int | None
     ) -> dict[str, float]:
         self.calls.append(Path(path).name)
+        self.runs.append(runs)
         ms = 0.001 + 2e-5 * self.macs(path) / 1e3
+        if self.long_runs and runs >= self.long_runs:
+            ms *= self.long_factor
         keys = ("p50", "p90", "p95", "p99", "mean", "min", "max")
         return {**dict.fromkeys(keys, ms), "std": 0.0, "runs": runs}
 
@@ -394,7 +401,9 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
         decay=1.0,
         measure_runs=5,
     )
-    device = FakeDevice()
+    # The device reads 5% slower in long timings (of 10x measure_runs: the confirmation
+    # before the search ends, and the final side-by-side one) than in a chosen network's.
+    device = FakeDevice(long_runs=50, long_factor=1.05)
     report = netadapt(
         reference[0], digits32, out, options, target="cpu", profile=tiny_profile,
         executor=FakeDeviceExecutor(device),
@@ -424,13 +433,21 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
         assert 0 <= it["accuracy"] <= 1
     first = report["iterations"][0]
     assert first["latency_scale"] == pytest.approx(ref_ms / ref["latency_ms_predicted"], rel=1e-4)
-    # The search stopped on a measured latency under the budget, not on a prediction...
+    # The search stopped on a measured latency under the budget, not on a prediction, and
+    # only once a long timing confirmed it: a network under the budget in its own short
+    # measurement but over it in the long one did not end the search.
+    budget = report["budget"]["latency"]["value"]
     last = report["iterations"][-1]
-    assert last["latency_ms_measured"] <= report["budget"]["latency"]["value"]
+    assert last["latency_ms_confirmed"] == pytest.approx(1.05 * last["latency_ms_measured"], rel=1e-4)  # fmt: skip
+    assert last["latency_ms_confirmed"] <= budget
+    over = [it for it in report["iterations"][:-1] if it["latency_ms_measured"] <= budget]
+    assert over, "no network was under the budget short and over it long: nothing tested"
+    assert all(it["latency_ms_confirmed"] > budget for it in over)
     assert all(
-        it["latency_ms_measured"] > report["budget"]["latency"]["value"]
+        it["latency_ms_measured"] > budget or it["latency_ms_confirmed"] > budget
         for it in report["iterations"][:-1]
     )
+    assert 100 in device.runs and max(device.runs[:2]) == 5  # the long timings: 10x5 runs
     # ...and reference and result were measured again for the report.
     side = report["side_by_side"]
     assert set(side["latency_ms"]) == {"reference", "result"} and "fake device" in side["how"]
