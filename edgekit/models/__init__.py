@@ -13,6 +13,7 @@ from typing import Any
 from edgekit.models._counting import (
     LayerCost,
     ModelCost,
+    RechanneledCost,
     count_layers,
     count_model,
     separable_macs,
@@ -47,6 +48,7 @@ __all__ = [
     "LayerCost",
     "ModelCost",
     "ModelSpec",
+    "RechanneledCost",
     "build_mnasnet",
     "channel_shuffle",
     "count_layers",

@@ -257,3 +257,89 @@ def _layer_cost(layer: Any, keras: Any, shapes: tuple[Any, Any] | None = None) -
             **common,
         )
     return LayerCost(kind="other", macs=0, **common)
+
+
+class RechanneledCost:
+    """MACs and parameters of a model's copy whose layers have other channel counts, without
+    building the copy (a channel-pruning search prices many such copies of one network).
+
+    Each layer's cost is recomputed from its input and output channels with the formulas of
+    :func:`count_layers`; a layer whose channels do not change keeps its cost. A changed layer
+    of a kind not modelled here (a custom layer with weights, a TF-MOT wrapper, a transposed
+    convolution) makes :meth:`cost` return None: the caller builds that copy instead.
+
+    Args:
+        model: a built Keras 2 model without nested models (else :attr:`usable` is False).
+    """
+
+    def __init__(self, model: Any) -> None:
+        from edgekit._keras import keras
+
+        self._keras = keras
+        self.usable = not any(isinstance(layer, keras.Model) for layer in model.layers)
+        self._layers = {layer.name: layer for layer in model.layers}
+        self._costs = {c.name: c for c in count_layers(model)} if self.usable else {}
+        self._checked: dict[str, bool] = {}
+
+    def cost(self, channels: dict[str, Any]) -> tuple[int, int] | None:
+        """``(MACs, parameters)`` once every layer named in ``channels`` has the given
+        channels (objects with ``inputs`` and ``outputs`` tuples, as
+        :meth:`edgekit.compress.PlannedChannels.layer_channels` gives), or None."""
+        if not self.usable:
+            return None
+        macs = params = 0
+        for name, cost in self._costs.items():
+            planned = channels.get(name)
+            found = cost if planned is None else self._layer(cost, planned)
+            if found is None:
+                return None
+            macs += found.macs if isinstance(found, LayerCost) else found[0]
+            params += found.params if isinstance(found, LayerCost) else found[1]
+        return macs, params
+
+    def _layer(self, cost: LayerCost, planned: Any) -> LayerCost | tuple[int, int] | None:
+        if not planned.inputs or not planned.outputs or not self._layers[cost.name].weights:
+            return cost  # nothing to count, or no weights (no MACs, no parameters)
+        in_shape, out_shape = cost.input_shape, cost.output_shape
+        if not isinstance(in_shape, tuple) or not isinstance(out_shape, tuple):
+            return None
+        c_in, c_out = int(planned.inputs[0]), int(planned.outputs[0])
+        if (c_in, c_out) == (in_shape[-1], out_shape[-1]):
+            return cost
+        # The formula must give the layer's own cost at its own channels, or it is not the
+        # layer's formula (a layer kind or configuration not modelled here).
+        if cost.name not in self._checked:
+            own = self._formula(cost, int(in_shape[-1]), int(out_shape[-1]))
+            self._checked[cost.name] = own == (cost.macs, cost.params)
+        return self._formula(cost, c_in, c_out) if self._checked[cost.name] else None
+
+    def _formula(self, cost: LayerCost, c_in: int, c_out: int) -> tuple[int, int] | None:
+        layers = self._keras.layers
+        layer = self._layers[cost.name]
+        if isinstance(layer, layers.Wrapper) or isinstance(
+            layer, layers.Conv1DTranspose | layers.Conv2DTranspose | layers.Conv3DTranspose
+        ):
+            return None
+        assert isinstance(cost.input_shape, tuple) and isinstance(cost.output_shape, tuple)
+        bias = bool(getattr(layer, "use_bias", False))
+        positions = math.prod(int(d or 0) for d in cost.output_shape[1:-1])
+        kernel = math.prod(getattr(layer, "kernel_size", (1,)))
+        if isinstance(layer, layers.DepthwiseConv2D):
+            mid = c_in * int(layer.depth_multiplier)
+            return kernel * mid * positions, kernel * mid + (mid if bias else 0)
+        if isinstance(layer, layers.SeparableConv2D):
+            mid = c_in * int(layer.depth_multiplier)
+            macs = (kernel * mid + mid * c_out) * positions
+            return macs, kernel * mid + mid * c_out + (c_out if bias else 0)
+        if isinstance(layer, layers.Conv1D | layers.Conv2D | layers.Conv3D):
+            groups = int(getattr(layer, "groups", 1) or 1)
+            if c_in % groups:
+                return None
+            weights = kernel * (c_in // groups) * c_out
+            return weights * positions, weights + (c_out if bias else 0)
+        if isinstance(layer, layers.Dense):
+            leading = math.prod(int(d or 0) for d in cost.input_shape[1:-1])
+            return leading * c_in * c_out, c_in * c_out + (c_out if bias else 0)
+        if isinstance(layer, layers.BatchNormalization) and c_in == c_out:
+            return 0, len(layer.weights) * c_out
+        return None

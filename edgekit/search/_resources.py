@@ -342,26 +342,54 @@ def plan_evaluator(
     """Evaluates the resources of ``model``'s channel-pruned copies without building them,
     or None when a resource needs the built network.
 
-    Only latency predicted from a table qualifies: pruning changes the channels of each op
-    and nothing else, so the table can be read with the pruned channel counts
-    (:class:`edgekit.compress.PlannedChannels`, :func:`edgekit.measure.lut.rechannel_ops`).
-    The value is the one :meth:`Meter.latency_ms` gives for the built network (tests hold
-    them equal); a Keras rebuild per plan costs about a second at MobileNet scale.
+    Pruning changes the channels of each layer and nothing else, so a plan's planned channel
+    counts (:class:`edgekit.compress.PlannedChannels`) are enough: latency predicted from a
+    table is read with them (:func:`edgekit.measure.lut.rechannel_ops`), and MACs and size
+    are recomputed per layer (:class:`edgekit.models.RechanneledCost`). The values are the
+    ones the resources give for the built network (tests hold them equal); a Keras rebuild
+    per plan costs about half a second on a tiny network and a second at MobileNet scale. A
+    plan that changes a layer RechanneledCost does not model is built and counted.
 
     Returns:
         ``fn(plan) -> {resource: value}``, None where the table has no estimate; or None.
     """
-    if meter.profile is None or any(r != "latency" for r in resources):
+    if any(r not in ("latency", "macs", "size") for r in resources):
         return None
-    from edgekit.compress import PlannedChannels
-    from edgekit.measure.lut import model_ops, rechannel_ops
+    if "latency" in resources and meter.profile is None:
+        return None
+    from edgekit.compress import PlannedChannels, prune_channels
+    from edgekit.models import RechanneledCost, count_model
 
     planned = PlannedChannels(model, criterion)
-    ops = model_ops(model, meter.precision)
+    counted = RechanneledCost(model) if {"macs", "size"} & set(resources) else None
+    if counted is not None and not counted.usable:
+        return None
+    ops = None
+    if "latency" in resources:
+        from edgekit.measure.lut import model_ops
+
+        ops = model_ops(model, meter.precision)
 
     def evaluate(plan: dict[str, int]) -> dict[str, float] | None:
-        value = meter.latency_ms(model, rechannel_ops(ops, planned.layer_channels(plan)))
-        return None if value is None else {"latency": float(value)}
+        channels = planned.layer_channels(plan)
+        out: dict[str, float] = {}
+        if ops is not None:
+            from edgekit.measure.lut import rechannel_ops
+
+            value = meter.latency_ms(model, rechannel_ops(ops, channels))
+            if value is None:
+                return None
+            out["latency"] = float(value)
+        if counted is not None:
+            cost = counted.cost(channels)
+            if cost is None:  # a layer not modelled: count the built network
+                built = count_model(prune_channels(model, plan, criterion))
+                cost = (int(built.macs), int(built.params))
+            if "macs" in resources:
+                out["macs"] = float(cost[0])
+            if "size" in resources:
+                out["size"] = float(cost[1] * BYTES_PER_WEIGHT[meter.precision])
+        return {r: out[r] for r in resources}
 
     return evaluate
 

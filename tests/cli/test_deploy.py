@@ -118,13 +118,20 @@ def test_deploy_user_model_json(trained_tiny, tmp_path, capsys):
     assert {"format", "path", "size_bytes", "accuracy", "top1_agreement", "latency_ms"} <= set(
         report["artifacts"][0]
     )
-    # a second run into the same folder replaces edgekit's own output
+    first = {Path(a["path"]).name for a in report["artifacts"]}
+    # A second run into the same folder replaces edgekit's own output: a coral deploy (one
+    # int8 artifact, quicker than the cpu target's eight) leaves none of the cpu files.
     code, out, err = run_cli(
-        ["deploy", str(model_path), "--target", "cpu", "--runs", "5", "--out", str(tmp_path / "o")],
+        ["deploy", str(model_path), "--target", "coral", "--runs", "5", "--out", str(tmp_path / "o")],
         capsys,
-    )
+    )  # fmt: skip
     assert code == 0, err
     assert "selected:" in out
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["target"] == "coral"
+    left = {p.name for p in (tmp_path / "o").iterdir()}
+    assert {Path(a["path"]).name for a in manifest["artifacts"]} <= left
+    assert not (first - {Path(a["path"]).name for a in manifest["artifacts"]}) & left
 
 
 @pytest.mark.parametrize(

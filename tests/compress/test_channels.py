@@ -22,7 +22,7 @@ from edgekit.compress.channels import _Analysis
 from edgekit.converters import ConvertOptions, get_converter
 from edgekit.errors import BadInputError
 from edgekit.measure import measure_side_by_side, open_runner
-from edgekit.models import create, list_models
+from edgekit.models import RechanneledCost, count_model, create, list_models
 from edgekit.models._io import load_keras_model, save_keras_model
 
 TINY = [spec.name for spec in list_models(include_tiny=True) if spec.tiny]
@@ -301,12 +301,18 @@ def test_planned_channels_key_the_ops_of_the_network_prune_channels_builds(name:
             units = g.channel_count // g.divisor
             plan[g.name] = int(rng.integers(1, units)) * g.divisor if units > 1 else g.divisor
         plans.append(plan)
+    counted = RechanneledCost(model)
     for plan in plans:
-        built = model_ops(prune_channels(model, plan), "int8")
+        pruned = prune_channels(model, plan)
+        built = model_ops(pruned, "int8")
         fast = rechannel_ops(ops, planned.layer_channels(plan))
         assert [(o.name, o.key, o.reason) for o in fast] == [
             (o.name, o.key, o.reason) for o in built
         ], plan
+        # MACs and parameters too (the MACs and size resources), unless a changed layer is
+        # one RechanneledCost does not model (then the search builds the network).
+        cost = count_model(pruned)
+        assert counted.cost(planned.layer_channels(plan)) == (cost.macs, cost.params), plan
     with pytest.raises(BadInputError, match="unknown prunable group"):
         planned.layer_channels({"no_such_group": 1})
 
