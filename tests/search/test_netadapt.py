@@ -421,7 +421,7 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
     out = tmp_path / "lat"
     options = NetAdaptOptions(
         budgets=("0.94x",),
-        proposals=2,
+        proposals=1,
         short_steps=2,
         long_epochs=0,
         init_fraction=0.03,
@@ -594,7 +594,7 @@ def test_a_search_measures_every_latency_on_the_device_it_is_given(
     uri = f"agent://127.0.0.1:{server.server_address[1]}"
     try:
         options = NetAdaptOptions(
-            budgets=("0.94x",), proposals=2, short_steps=2, long_epochs=0,
+            budgets=("0.94x",), proposals=1, short_steps=2, long_epochs=0,
             init_fraction=0.03, decay=1.0, max_iterations=2, measure_runs=5, baseline=False,
         )  # fmt: skip
         report = netadapt(
