@@ -12,7 +12,7 @@ baseline's at the same latency (interpolated between the two nearest widths). Re
 each search's wall time, go to benchmarks/RESULTS.md.
 
     python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176]
-        [--budgets 0.75x,0.5x] [--train-epochs 5] [--short-steps 15] [--long-epochs 5]
+        [--budgets 0.75x,0.5x] [--train-epochs 14] [--short-steps 15] [--long-epochs 5]
         [--proposals 4] [--workers 2]
 
 A smoke run on a tiny model checks the script itself in a few minutes:
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--input-size", type=int, default=176)
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--budgets", default="0.75x,0.5x")
-    ap.add_argument("--train-epochs", type=int, default=5)
+    ap.add_argument("--train-epochs", type=int, default=14)
     ap.add_argument("--short-steps", type=int, default=15)
     ap.add_argument("--long-epochs", type=int, default=5)
     ap.add_argument("--bn-batches", type=int, default=NetAdaptOptions.bn_batches)
