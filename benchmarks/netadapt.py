@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import host_line, write_section
 
 import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from edgekit._io import write_json_atomic
 
 CHARTS = Path(__file__).with_name("netadapt")
 # Side-by-side sessions of the final timing (the median is reported, and the spread).
@@ -121,16 +122,14 @@ def main() -> None:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             model_rows, baselines[name] = run_model(name, data, work / name, args)
             rows += model_rows
-            (work / "rows.json").write_text(
-                json.dumps({"rows": rows, "baselines": baselines, "args": settings(args)})
-            )
+            saved = {"rows": rows, "baselines": baselines, "args": settings(args)}
+            write_json_atomic(work / "rows.json", saved)
     if args.report_only is None:
         for name in baselines:
             model_rows = [r for r in rows if r["model"] == name]
             measure_model(name, model_rows, baselines[name], work, args)
-        (work / "rows.json").write_text(
-            json.dumps({"rows": rows, "baselines": baselines, "args": settings(args)})
-        )
+        saved = {"rows": rows, "baselines": baselines, "args": settings(args)}
+        write_json_atomic(work / "rows.json", saved)
     for r in rows:
         judge(r)
     body = results_section(rows, baselines, data, args)

@@ -173,9 +173,10 @@ def _items(values: tuple[str, ...]) -> list[str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--baseline/--no-baseline",
-    default=False,
-    show_default=True,
-    help="Also train and measure uniform width multipliers of the zoo model.",
+    default=None,
+    help="Also train and measure uniform width multipliers of the zoo model, with as many "
+    "epochs as the result saw  [default: on with --model ZOO_NAME; a .keras MODEL has no "
+    "zoo architecture to rebuild]",
 )
 @click.option(
     "--baseline-widths",
@@ -227,7 +228,7 @@ def netadapt_command(
     ray_device_resource: str | None,
     resume_dir: Path | None,
     seed: int,
-    baseline: bool,
+    baseline: bool | None,
     baseline_widths: str,
     measure: bool,
     runs: int,
@@ -250,7 +251,9 @@ def netadapt_command(
     executor = make_executor(workers, ray_address, ray_device_resource)
     if resume_dir is not None:
         given = [
-            "--" + name.replace("_", "-").replace("zoo-name", "model")
+            "MODEL"
+            if name == "model"
+            else "--" + name.replace("_", "-").replace("zoo-name", "model")
             for name in _RUN_OPTIONS
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         ]
@@ -328,7 +331,7 @@ def _start(
     out: Path | None,
     executor: Any,
     seed: int,
-    baseline: bool,
+    baseline: bool | None,
     baseline_widths: str,
     measure: bool,
     runs: int,
@@ -362,6 +365,8 @@ def _start(
         raise BadInputError(
             f"--baseline-widths must be numbers separated by commas; got {baseline_widths!r}"
         ) from None
+    if baseline is None:  # the comparison the search is judged by, when it can be made
+        baseline = model is None
     if model is not None and baseline:
         raise BadInputError(
             "--baseline rebuilds the zoo architecture at other widths: pass --model ZOO_NAME "
@@ -394,8 +399,9 @@ def _start(
         raise BadInputError(f"--width must be in (0, 4]; got {width}")
     # Everything that can be refused is refused before any training.
     meter = make_meter(
-        list(resources), target, profile, measure, None, None, runs=runs, device=device
-    )
+        list(resources), target, profile, measure, None, None, runs=runs, device=device,
+        measure_fn=executor.measure_fn() if hasattr(executor, "measure_fn") else None,
+    )  # fmt: skip
     from edgekit.data import load_dataset
 
     zoo = None
@@ -483,6 +489,10 @@ def _print_report(report: dict[str, Any]) -> None:
         table,
     )
     click.echo(report["message"])
+    if report.get("width_baseline_note"):
+        click.echo(report["width_baseline_note"])
+    if report.get("verdict"):
+        click.echo(report["verdict"])
     click.echo(f"result model: {(report['result'] or {}).get('model')}")
     click.echo(f"report and chart: {report['out_dir']}")
 

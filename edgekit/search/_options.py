@@ -136,7 +136,7 @@ class NetAdaptOptions:
             "an integer >= 1",
         )
         need(_is_int(self.seed), "--seed", self.seed, "an integer")
-        need(_is_int(self.measure_runs) and self.measure_runs >= 1, "measure_runs", self.measure_runs, "an integer >= 1")  # fmt: skip
+        need(_is_int(self.measure_runs) and self.measure_runs >= 1, "--runs", self.measure_runs, "an integer >= 1")  # fmt: skip
         need(
             bool(self.baseline_widths) and all(0 < w <= 4 for w in self.baseline_widths),
             "--baseline-widths",

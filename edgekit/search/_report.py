@@ -12,9 +12,13 @@ from edgekit.search._options import CHART
 from edgekit.search._resources import get_resource
 
 
-def _x_of(point: dict[str, Any], axis: str) -> float | None:
+def _x_of(point: dict[str, Any], axis: str, final: bool = False) -> float | None:
+    """Where ``point`` sits on ``axis``. An iteration's latency is what the search measured
+    (else predicted) then; ``final`` points (reference, result, width baseline) sit at
+    ``latency_ms``, which the final side-by-side timing overwrites, as the report does."""
     if axis == "latency":
-        for key in ("latency_ms_measured", "latency_ms_predicted", "latency_ms"):
+        keys = ("latency_ms_measured", "latency_ms_predicted", "latency_ms")
+        for key in ("latency_ms", *keys) if final else keys:
             if point.get(key) is not None:
                 return float(point[key])
         return None
@@ -61,11 +65,11 @@ def write_chart(report: dict[str, Any], path: str | Path) -> Path:
         (ref, "s", "reference (test accuracy)"),
         (result, "*", "NetAdapt result (test accuracy)"),
     ):
-        x = _x_of(point, axis) if point else None
+        x = _x_of(point, axis, final=True) if point else None
         if x is not None and point.get("accuracy") is not None:
             ax.plot([x], [point["accuracy"]], style, markersize=11, label=label)
     base = [
-        (_x_of(e, axis), e.get("accuracy"), e.get("width"))
+        (_x_of(e, axis, final=True), e.get("accuracy"), e.get("width"))
         for e in report.get("width_baseline", [])
     ]
     base = [b for b in base if b[0] is not None and b[1] is not None]
@@ -128,7 +132,8 @@ def netadapt_report(state: dict[str, Any], out: Path) -> dict[str, Any]:
             budget["latency"]["met_within_noise"] = bool(reached <= b["value"] * (1 + noise))
     return {
         "status": state["status"],
-        "message": state["message"],
+        "message": _message(state, budget),
+        "verdict": _verdict(budget),
         "resources": list(opts["resources"]),
         "latency_source": (
             "profile" if state["profile"] else ("measured" if state["can_measure"] else None)
@@ -145,6 +150,7 @@ def netadapt_report(state: dict[str, Any], out: Path) -> dict[str, Any]:
         "result": state["result"],
         "iterations": state["history"],
         "width_baseline": state["width_baseline"],
+        "width_baseline_note": _baseline_note(state),
         "options": opts,
         "data": state["data"],
         "zoo": state["zoo"],
@@ -153,3 +159,57 @@ def netadapt_report(state: dict[str, Any], out: Path) -> dict[str, Any]:
         "out_dir": str(out.absolute()),
         "chart": str((out / CHART).absolute()),
     }
+
+
+def _met(entry: dict[str, Any]) -> bool | None:
+    """A budget met, or (latency) met within the result's timing noise."""
+    if entry.get("met") is None:
+        return None
+    return bool(entry["met"] or entry.get("met_within_noise"))
+
+
+def _verdict(budget: dict[str, Any]) -> str:
+    """One line: each budget, what the result reached (after the final timing) and whether
+    that meets it."""
+    parts = []
+    for name, b in budget.items():
+        res = get_resource(name)
+        if b.get("reached") is None:
+            parts.append(f"{name} budget {b['text']} ({res.format(b['value'])}): no result")
+            continue
+        if b["met"]:
+            word = "met"
+        elif b.get("met_within_noise"):
+            word = f"met within its timing noise ({b['noise']:.1%})"
+        else:
+            word = "NOT met"
+        parts.append(
+            f"{name} {res.format(b['reached'])} for a budget of {b['text']} "
+            f"({res.format(b['value'])}): {word}"
+        )
+    return "; ".join(parts)
+
+
+def _message(state: dict[str, Any], budget: dict[str, Any]) -> str:
+    """The search's own message, corrected when the final timing (after the search stopped
+    on a met budget) reads the result over it."""
+    message = str(state["message"])
+    if state["status"] == "budget_met" and any(_met(b) is False for b in budget.values()):
+        message += (
+            "; but the final side-by-side timing reads the result over the budget (the "
+            "machine's speed changed since the search confirmed it): re-measure it with "
+            "`edgekit bench`"
+        )
+    return message
+
+
+def _baseline_note(state: dict[str, Any]) -> str | None:
+    """Why a run has no width-multiplier baseline, or None when it has (or will have) one."""
+    if state["width_baseline"] or state["options"].get("baseline"):
+        return None
+    if not state.get("zoo"):
+        return (
+            "no width-multiplier baseline: the reference is not a zoo model, so there is no "
+            "architecture to rebuild at other widths (search a zoo model with --model NAME)"
+        )
+    return "no width-multiplier baseline: --no-baseline"

@@ -449,7 +449,17 @@ def make_meter(
         threads = loaded.get("device", {}).get("threads")
     if threads is None and spec is not None:
         threads = spec.threads
-    local = target in LOCAL_TARGETS and spec is not None and f"tflite_{precision}" in spec.formats
+    runs_tflite = spec is not None and f"tflite_{precision}" in spec.formats
+    if measure and (device or measure_fn is not None) and spec is not None and not runs_tflite:
+        # A device times what it is sent; the search sends LiteRT .tflite, which is not what
+        # this target runs: its figure would not be the target's latency.
+        raise BadInputError(
+            f"--device: the search times each network as LiteRT tflite_{precision} on the "
+            f"device, but target '{target}' runs {', '.join(spec.formats)}; pass a latency "
+            "table built for it with --profile NAME|PATH and --no-measure, or use "
+            "--resource macs or --resource size"
+        )
+    local = target in LOCAL_TARGETS and runs_tflite
     here = local and runtime_unavailable_reason("litert") is None
     can_measure = bool(measure and (device or measure_fn is not None or here))
     if "latency" in resources and loaded is None and not can_measure:
@@ -465,7 +475,7 @@ def make_meter(
         raise BadInputError(
             f"--resource latency needs a latency look-up table or a device to measure on: "
             f"{why}; pass --profile NAME|PATH (build one with `edgekit lut build`), "
-            "or use --resource macs or --resource size"
+            "--device URI to measure on a device, or use --resource macs or --resource size"
         )
     return Meter(
         profile=loaded,

@@ -158,31 +158,34 @@ def netadapt(
             "the width-multiplier baseline needs a zoo model: pass --model ZOO_NAME "
             "(not a .keras file), or --no-baseline"
         )
-    meter = make_meter(
-        list(opts.resources),
-        target,
-        profile,
-        opts.measure,
-        out / "artifacts",
-        data.x_train,
-        runs=opts.measure_runs,
-        device=device,
-        measure_fn=_measure_fn(executor),
-    )
-    say = sayer(progress)
-    if "latency" in opts.resources:
-        meter.check_profile(model)
-    for note in meter.notes:
-        say(note)
-    reference_values, reference_measured = _measured_reference(model, opts.resources, meter, say)
-    budget_values = _resolve_budgets(budgets, reference_values)
-
     from edgekit.measure.lut import save_profile
     from edgekit.models._io import save_keras_model
 
+    # Measuring the reference writes its artifact under ``out``: from here on, a failure
+    # (a budget above the measured reference, a kill) must leave the folder as it was.
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        meter = make_meter(
+            list(opts.resources),
+            target,
+            profile,
+            opts.measure,
+            out / "artifacts",
+            data.x_train,
+            runs=opts.measure_runs,
+            device=device,
+            measure_fn=_measure_fn(executor),
+        )
+        say = sayer(progress)
+        if "latency" in opts.resources:
+            meter.check_profile(model)
+        for note in meter.notes:
+            say(note)
+        reference_values, reference_measured = _measured_reference(
+            model, opts.resources, meter, say
+        )
+        budget_values = _resolve_budgets(budgets, reference_values)
+        out.mkdir(parents=True, exist_ok=True)
         save_keras_model(model, out / "reference.keras")
         if meter.profile is not None:
             save_profile(meter.profile, out / "profile.json")
@@ -204,7 +207,7 @@ def netadapt(
         # Until the first checkpoint exists there is nothing to resume: leave no folder.
         if created:
             shutil.rmtree(out, ignore_errors=True)
-        else:
+        elif out.is_dir():
             for child in out.iterdir():
                 if child.is_dir():
                     shutil.rmtree(child)
@@ -325,6 +328,11 @@ def resume(
         measure_fn=_measure_fn(executor),
     )
     meter.scale = float(state.get("latency_scale", 1.0))
+    # What the run measured and counted with, even when its table was dropped (a table not
+    # covering the model): a user's fp32 table must not turn into int8 on a resume.
+    meter.precision = str(state.get("precision") or meter.precision)
+    if state.get("threads") is not None:
+        meter.threads = int(state["threads"])
     meter.notes = list(state.get("notes", []))
     ref = state["reference"]
     if ref.get("artifact") and ref.get("latency_ms_measured") is not None:
@@ -380,7 +388,9 @@ def check_budgets(model: Any, options: NetAdaptOptions, meter: Meter) -> dict[st
     """The budgets of ``options`` for ``model``, in each resource's unit.
 
     The resources depend on the architecture only, so a zoo model can be checked before it
-    is trained.
+    is trained. An absolute latency budget is checked against the untrained network's
+    measured latency where the meter can measure, as :func:`netadapt` will check the
+    trained one's: the table's prediction can fall on the other side of the budget.
 
     Raises:
         BadInputError: a bad option or budget, a budget above the model's resource, or a
@@ -389,7 +399,11 @@ def check_budgets(model: Any, options: NetAdaptOptions, meter: Meter) -> dict[st
     budgets = options.check()
     if "latency" in options.resources:
         meter.check_profile(model)
-    return _resolve_budgets(budgets, _reference_values(model, options.resources, meter))
+    values = _reference_values(model, options.resources, meter)
+    absolute = any(b.resource == "latency" and b.absolute is not None for b in budgets)
+    if absolute and meter.can_measure:
+        values["latency"] = meter.measure_ms(model, stem="untrained", fresh=True)
+    return _resolve_budgets(budgets, values)
 
 
 def _measure_fn(executor: Executor | None) -> Any:

@@ -16,7 +16,7 @@ import pytest
 
 from edgekit._keras import keras
 from edgekit.cli._main import cli, main
-from edgekit.cli._search_cmd import search_group
+from edgekit.cli._search_cmd import _print_report, search_group
 from edgekit.compress import count_macs, prunable_groups, prune_channels
 from edgekit.errors import BadInputError, RuntimeUnavailableError
 from edgekit.measure.lut import SCHEMA, load_profile, predict_latency, save_profile, zoo_grid
@@ -34,6 +34,7 @@ from edgekit.search import (
     largest_feasible,
     make_executor,
     netadapt,
+    netadapt_report,
     parse_budget,
     reduction_schedule,
     resource_reduction,
@@ -475,12 +476,37 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
         for it in report["iterations"][:-1]
     )
     assert 100 in device.runs and max(device.runs[:2]) == 5  # the long timings: 10x5 runs
+    # Each iteration aims under the budget by the table's recent error against measurement
+    # (the median of the last five iterations', at most 5%), so as not to land just over it.
+    for k, it in enumerate(report["iterations"]):
+        errors = [
+            abs(p["latency_ms_measured"] / p["resources"]["latency"] - 1)
+            for p in report["iterations"][:k][-5:]
+        ]
+        margin = min(0.05, float(np.median(errors))) if errors else 0.0
+        assert it["latency_margin"] == pytest.approx(margin, abs=1e-6)
+        assert it["targets"]["latency"] >= budget * (1 - margin) * (1 - 1e-9)
+    assert any(it["latency_margin"] > 0 for it in report["iterations"])
     # ...and reference and result were measured again for the report.
     side = report["side_by_side"]
     assert set(side["latency_ms"]) == {"reference", "result"} and "fake device" in side["how"]
     assert result["latency_ms"] == pytest.approx(side["latency_ms"]["result"]["p50"])
     assert report["budget"]["latency"]["met"] is True
     assert report["budget"]["latency"]["reached"] == pytest.approx(result["latency_ms"])
+    assert "for a budget of 0.94x (" in report["verdict"]
+    assert report["verdict"].endswith("): met")
+    assert "final side-by-side timing" not in report["message"]
+    assert report["width_baseline"] == []
+    assert "the reference is not a zoo model" in report["width_baseline_note"]
+    # Had the final timing read the result over the budget (the machine slowed down after
+    # the search confirmed it), the report would not say plainly that the budget is met.
+    state = json.loads((out / STATE).read_text())
+    state["result"]["values"]["latency"] = 1.2 * budget
+    state["result"]["latency"] = {"p50": 1.2 * budget, "p90": 1.25 * budget}
+    slowed = netadapt_report(state, out)
+    assert slowed["budget"]["latency"]["met"] is False
+    assert "reads the result over the budget" in slowed["message"]
+    assert slowed["verdict"].endswith(": NOT met")
     assert result["macs"] < ref["macs"] and result["params"] <= ref["params"]
     # The chosen network is consistent: it predicts the same, trains a step and converts.
     final = load_keras_model(result["model"])
@@ -701,14 +727,15 @@ def test_ray_gives_the_serial_result_and_measures_on_the_device_node(
 def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Through the CLI, from a zoo model trained first, with the width baseline."""
+    """Through the CLI, from a zoo model trained first, with the width baseline (on by
+    default for a zoo model)."""
     out = tmp_path / "unreachable"
     code, stdout, err = _run(
         [
             "search", "netadapt", "--model", "mobilenet_v2_tiny", "--train-epochs", "1",
             "--target", "cpu", "--resource", "macs", "--budget", "1000", "--proposals", "1",
             "--short-steps", "1", "--long-epochs", "0", "--init-fraction", "0.9", "--decay", "1",
-            "--baseline", "--baseline-widths", "0.5", "--no-measure", "--out", str(out), "--json",
+            "--baseline-widths", "0.5", "--no-measure", "--out", str(out), "--json",
         ],
         capsys,
     )  # fmt: skip
@@ -729,10 +756,16 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
     }  # fmt: skip
     # The baseline: the same zoo model at half width, trained as many epochs as the result saw.
     (base,) = report["width_baseline"]
+    assert report["width_baseline_note"] is None
     assert base["width"] == 0.5 and base["epochs"] == 2
     assert base["macs"] < report["reference"]["macs"] and 0 <= base["accuracy"] <= 1
     assert Path(base["model"]).is_file()
     assert (out / "netadapt.png").is_file()
+    # Without --json the same report is printed as tables and one line per budget.
+    _print_report(report)
+    text = capsys.readouterr().out
+    assert "edgekit search netadapt: budget_unreachable" in text and "width 0.5" in text
+    assert "for a budget of 1000" in text and ": NOT met" in text
 
 
 # --------------------------------------------------------------------------- bad input
@@ -743,6 +776,9 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
     [
         (["--budget", "fast"], "cannot read latency budget 'fast'", 2),
         (["--resource", "macs", "--budget", "5G"], "is above the reference's", 2),
+        # Above the reference's measured latency: known only after timing it, which writes
+        # its artifact under --out; that must not be left behind either.
+        (["--budget", "1000ms"], "is above the reference's", 2),
         (["--resource", "macs", "--budget", "1.5x"], "not a share in (0, 1]", 2),
         (["--resource", "macs,size", "--budget", "0.5x"], "give one --budget per --resource", 2),
         (["--target", "coral"], "needs a latency look-up table", 2),
@@ -752,6 +788,7 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
         (["--bn-batches", "-1"], "--bn-batches must be an integer >= 0; got -1", 2),
         (["--learning-rate", "0"], "--learning-rate must be a number > 0; got 0.0", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
+        (["--target", "jetson", "--device", "agent://127.0.0.1:1"], "but target 'jetson' runs", 2),
         (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
     ],
 )
@@ -777,6 +814,22 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     assert not out.exists()
 
 
+def test_a_zoo_model_is_refused_before_training_for_a_budget_above_its_measured_latency(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "never"
+    code, stdout, err = _run(
+        [
+            "search", "netadapt", "--model", "mobilenet_v2_tiny", "--train-epochs", "50",
+            "--target", "cpu", "--budget", "1000ms", "--out", str(out),
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 2, err
+    assert "is above the reference's" in err and "training" not in err
+    assert stdout == "" and not out.exists()
+
+
 def test_resume_needs_a_checkpoint_and_no_new_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -786,3 +839,7 @@ def test_resume_needs_a_checkpoint_and_no_new_settings(
         ["search", "netadapt", "--resume", str(tmp_path), "--budget", "0.5x"], capsys
     )
     assert code == 2 and "drop --budget" in err
+    code, _, err = _run(
+        ["search", "netadapt", "model.keras", "--resume", str(tmp_path), "--runs", "5"], capsys
+    )
+    assert code == 2 and "drop --runs, MODEL" in err
