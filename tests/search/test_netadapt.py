@@ -313,29 +313,38 @@ def test_a_proposal_is_ranked_with_batchnorm_statistics_of_its_own(
     assert saved == fresh  # the saved proposal holds the re-estimated statistics
 
 
-def test_a_step_no_group_can_make_is_halved_not_the_end(
+def test_a_step_too_few_groups_can_make_is_halved_not_the_end(
     reference: tuple[Any, Path], digits32: Any, tmp_path: Path
 ) -> None:
-    """A scheduled reduction of 60% of the MACs is more than pruning any one group removes:
-    the iteration halves its step until one can, and the search goes on."""
+    """A scheduled reduction of 80% of the MACs is more than pruning any one group removes,
+    and half of it only one group can make: the iteration halves its step until
+    --proposals groups can make it, else takes the largest step with the most proposals,
+    rather than end the search or force the one pruning that fits."""
     r0 = float(count_macs(reference[0]))
+    k = 3
     options = NetAdaptOptions(
-        budgets=("0.3x",), resources=("macs",), proposals=1, short_steps=1, long_epochs=0,
-        init_fraction=0.6, decay=1.0, max_iterations=1, measure=False,
+        budgets=("0.3x",), resources=("macs",), proposals=k, short_steps=1, long_epochs=0,
+        init_fraction=0.8, decay=1.0, max_iterations=1, measure=False,
     )  # fmt: skip
     report = netadapt(reference[0], digits32, tmp_path / "run", options)
     (first,) = report["iterations"]
-    assert first["step"] in (0.5, 0.25, 0.125), first["step"]
-    assert first["targets"]["macs"] == pytest.approx(max(0.3 * r0, r0 * (1 - 0.6 * first["step"])))
-    assert first["resources"]["macs"] <= first["targets"]["macs"]
-    # Twice the step was too much for every group.
     groups = prunable_groups(reference[0])
-    wider = {"macs": max(0.3 * r0, r0 * (1 - 0.6 * 2 * first["step"]))}
+    steps = (1.0, 0.5, 0.25, 0.125)
     meter = Meter()
-    assert wider["macs"] < first["targets"]["macs"]
-    assert all(
-        fewest_channels_removed(reference[0], g, wider, ["macs"], meter) is None for g in groups
-    )
+    can = {}  # how many groups can make each step
+    for step in steps:
+        target = {"macs": max(0.3 * r0, r0 * (1 - 0.8 * step))}
+        can[step] = sum(
+            fewest_channels_removed(reference[0], g, target, ["macs"], meter) is not None
+            for g in groups
+        )
+    assert can[1.0] == 0 and can[0.5] < k, can  # else this tests nothing
+    enough = [s for s in steps if can[s] >= k]
+    expected = enough[0] if enough else max(steps, key=lambda s: (can[s], s))
+    assert first["step"] == expected, (first["step"], can)
+    assert len(first["proposals"]) == min(k, can[expected])
+    assert first["targets"]["macs"] == pytest.approx(max(0.3 * r0, r0 * (1 - 0.8 * expected)))
+    assert first["resources"]["macs"] <= first["targets"]["macs"]
 
 
 def test_latency_proposal_never_exceeds_the_target_per_the_table(
