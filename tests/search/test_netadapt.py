@@ -630,7 +630,7 @@ def test_a_search_measures_every_latency_on_the_device_it_is_given(
     try:
         options = NetAdaptOptions(
             budgets=("0.94x",), proposals=1, short_steps=2, long_epochs=0,
-            init_fraction=0.03, decay=1.0, max_iterations=2, measure_runs=5, baseline=False,
+            init_fraction=0.03, decay=1.0, max_iterations=1, measure_runs=5, baseline=False,
         )  # fmt: skip
         report = netadapt(
             reference[0], digits32, tmp_path / "run", options, target="cpu",
