@@ -664,8 +664,15 @@ def test_resume_after_a_kill_ends_like_the_uninterrupted_run(
     class Killed(Exception):
         pass
 
-    def kill(record: dict[str, Any]) -> None:
-        raise Killed(record["iteration"])
+    class KilledInIteration2(SerialExecutor):
+        """Dies once the second iteration's proposals are fine-tuned and saved, before one
+        is chosen and checkpointed: the run's folder holds half an iteration."""
+
+        def map(self, tasks: Any) -> Any:
+            results = super().map(tasks)
+            if any("iter_0002" in t.out_path for t in tasks):
+                raise Killed
+            return results
 
     out = tmp_path / "killed"
     with pytest.raises(Killed):
@@ -675,10 +682,11 @@ def test_resume_after_a_kill_ends_like_the_uninterrupted_run(
             out,
             NetAdaptOptions(**MACS_RUN),
             data_source="digits",  # resume loads it again
-            on_iteration=kill,
+            executor=KilledInIteration2(),
         )
     state = json.loads((out / STATE).read_text())
     assert state["iteration"] == 1 and state["phase"] == "search"
+    assert list((out / "proposals" / "iter_0002").glob("*.keras"))  # the half iteration
     assert not (out / "result.keras").exists()
 
     report = resume(out)
