@@ -174,7 +174,11 @@ class Search:
                 f"iteration {i}: target "
                 + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
                 + ("" if step == 1.0 else f" ({step:g} of the scheduled step)")
-                + (f" ({margin:.1%} under the budget)" if margin else "")
+                + (
+                    f" ({margin:.1%} under the budget)"
+                    if margin and targets.get("latency") == self.budget["latency"] * (1 - margin)
+                    else ""
+                )
             )
             del model
             if not proposals:
