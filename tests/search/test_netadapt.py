@@ -331,11 +331,16 @@ def test_a_step_too_few_groups_can_make_is_halved_not_the_end(
     groups = prunable_groups(reference[0])
     steps = (1.0, 0.5, 0.25, 0.125)
     meter = Meter()
+    priced = plan_evaluator(reference[0], ["macs"], meter)  # no rebuild per candidate
+    cache: dict[tuple[str, int], Any] = {}
     can = {}  # how many groups can make each step
     for step in steps:
         target = {"macs": max(0.3 * r0, r0 * (1 - 0.8 * step))}
         can[step] = sum(
-            fewest_channels_removed(reference[0], g, target, ["macs"], meter) is not None
+            fewest_channels_removed(
+                reference[0], g, target, ["macs"], meter, cache=cache, planned=priced
+            )
+            is not None
             for g in groups
         )
     assert can[1.0] == 0 and can[0.5] < k, can  # else this tests nothing
