@@ -37,7 +37,7 @@ class DefaultModel:
     name: str = "mobilenet_v2"
     width: float = 0.5
     input_size: int = 32
-    epochs: int = 30
+    epochs: int = 15
     seed: int = 0
 
 
@@ -118,7 +118,7 @@ def build_default_model(
     """
     from edgekit.models import create
     from edgekit.models._io import load_keras_model, save_keras_model
-    from edgekit.train import TrainConfig, train_model
+    from edgekit.train import TrainConfig, set_seed, train_model
 
     d = DEFAULT_MODEL
     cached: Path | None = None
@@ -135,6 +135,7 @@ def build_default_model(
         f"training the default model {d.name} (width {d.width}, {d.input_size}x{d.input_size}) "
         f"on {data.name} for {d.epochs} epochs"
     )
+    set_seed(d.seed)  # the initial weights too, so every machine trains the same default
     model = create(d.name, input_shape=data.input_shape, classes=data.num_classes, width=d.width)
     train_model(
         model,

@@ -68,3 +68,24 @@ def test_recalibrated_pruned_network_recovers_accuracy(
     fresh = val_accuracy(pruned, digits32)
     # Measured: 0.94 unpruned, 0.10 pruned (chance), 0.59 re-estimated.
     assert fresh >= stale + 0.25, (stale, fresh)
+
+
+def test_the_default_model_starts_from_the_same_weights_in_every_process(
+    digits32: Any, monkeypatch: Any
+) -> None:
+    """The default's name says seed 0: its initial weights must not depend on the RNG's state
+    (they did, so two machines trained different defaults)."""
+    import edgekit.train
+    from edgekit.deploy import SilentProgress, build_default_model
+
+    initial: list[list[np.ndarray]] = []
+    monkeypatch.setattr(
+        edgekit.train, "train_model", lambda model, *a, **k: initial.append(model.get_weights())
+    )
+    for disturb in (1, 2):
+        edgekit.train.set_seed(disturb)  # what ran before in the process
+        np.random.default_rng(disturb).random()
+        build_default_model(digits32, SilentProgress(), use_cache=False)
+    assert len(initial) == 2
+    for a, b in zip(initial[0], initial[1], strict=True):
+        np.testing.assert_array_equal(a, b)

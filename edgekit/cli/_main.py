@@ -214,7 +214,7 @@ def train(
     from edgekit.measure import accuracy
     from edgekit.models import create, get_model_spec
     from edgekit.models._io import save_keras_model
-    from edgekit.train import TrainConfig, evaluate_probs, train_model
+    from edgekit.train import TrainConfig, evaluate_probs, set_seed, train_model
 
     if out.suffix != ".keras":
         raise click.BadParameter(f"must end in .keras, got '{out}'", param_hint="--out")
@@ -225,6 +225,7 @@ def train(
     get_model_spec(model_name)
     progress = CliProgress()
     ds = load_dataset(data, (input_size, input_size, 3))
+    set_seed(seed)  # the initial weights too
     net = create(model_name, input_shape=ds.input_shape, classes=ds.num_classes, width=width)
     progress.step(f"training {model_name} (width {width}) on {ds.name}: {len(ds.y_train)} images")
     history = train_model(
