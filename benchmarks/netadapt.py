@@ -324,8 +324,10 @@ def judge(r: dict[str, Any]) -> None:
     r["fresh_ratio"] = r["met_ratio"] = None
     if r.get("fresh_ref"):
         r["fresh_ratio"] = r["p50"] / float(np.median(r["fresh_ref"]))
-        if str(r["budget"]).endswith("x"):
-            share = float(str(r["budget"])[:-1])
+        from edgekit.search import parse_budget
+
+        share = parse_budget(str(r["budget"])).relative
+        if share is not None:
             r["met_ratio"] = r["fresh_ratio"] <= share * (1 + r["noise"])
 
 

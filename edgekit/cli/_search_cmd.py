@@ -347,6 +347,7 @@ def _start(
         netadapt,
         train_zoo_model,
     )
+    from edgekit.search.netadapt import executor_measure_fn
 
     if target is None:
         raise BadInputError(
@@ -400,7 +401,7 @@ def _start(
     # Everything that can be refused is refused before any training.
     meter = make_meter(
         list(resources), target, profile, measure, None, None, runs=runs, device=device,
-        measure_fn=executor.measure_fn() if hasattr(executor, "measure_fn") else None,
+        measure_fn=executor_measure_fn(executor),
     )  # fmt: skip
     from edgekit.data import load_dataset
 

@@ -73,6 +73,18 @@ class Proposal:
 
 
 @dataclass
+class _Attempt:
+    """One try at an iteration's step: its targets and the proposals that reach them."""
+
+    step: float
+    margin: float
+    targets: dict[str, float]
+    under_budget: bool  # the latency target is the floor ``1 - margin`` under the budget
+    proposals: list[Proposal] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Search:
     """One run: its folder, its state, and how to evaluate and fine-tune."""
 
@@ -152,15 +164,17 @@ class Search:
             ranked = self._ranked_groups(model)
             planned = plan_evaluator(model, self.opts.resources, self.meter, self.opts.criterion)
             wanted = min(self.opts.proposals or len(ranked), len(ranked))
-            best: tuple[Any, ...] | None = None
+            best: _Attempt | None = None
             while True:
-                targets = self._targets(i, values, step, margin)
-                proposals, unreachable = self._propose(
-                    model, ranked, values, targets, cache, planned
+                attempt = _Attempt(step, margin, *self._targets(i, values, step, margin))
+                attempt.proposals, attempt.unreachable = self._propose(
+                    model, ranked, values, attempt.targets, cache, planned
                 )
-                if proposals and (best is None or len(proposals) > len(best[0])):
-                    best = (proposals, unreachable, targets, step, margin)
-                if len(proposals) >= wanted:
+                if attempt.proposals and (
+                    best is None or len(attempt.proposals) > len(best.proposals)
+                ):
+                    best = attempt
+                if len(attempt.proposals) >= wanted:
                     break
                 if step > MIN_STEP:
                     step /= 2
@@ -168,17 +182,14 @@ class Search:
                     margin = 0.0  # budget itself may not be
                 else:
                     break
-            if best is not None:
-                proposals, unreachable, targets, step, margin = best
+            chosen = best or attempt
+            proposals, unreachable, targets = chosen.proposals, chosen.unreachable, chosen.targets
+            step = chosen.step
             self.say(
                 f"iteration {i}: target "
                 + ", ".join(f"{r} {get_resource(r).format(t)}" for r, t in targets.items())
                 + ("" if step == 1.0 else f" ({step:g} of the scheduled step)")
-                + (
-                    f" ({margin:.1%} under the budget)"
-                    if margin and targets.get("latency") == self.budget["latency"] * (1 - margin)
-                    else ""
-                )
+                + (f" ({chosen.margin:.1%} under the budget)" if chosen.under_budget else "")
             )
             del model
             if not proposals:
@@ -194,7 +205,7 @@ class Search:
             record = self._evaluate(executor, i, model_path, proposals, targets, unreachable)
             record["step"] = step
             if "latency" in self.opts.resources:
-                record["latency_margin"] = round(margin, 6)
+                record["latency_margin"] = round(chosen.margin, 6)
             record["seconds"] = round(time.perf_counter() - t0, 2)
             self.state["seconds"] = round(self.state["seconds"] + record["seconds"], 2)
             self.state["history"].append(record)
@@ -263,18 +274,21 @@ class Search:
 
     def _targets(
         self, i: int, values: dict[str, float], step: float = 1.0, margin: float = 0.0
-    ) -> dict[str, float]:
+    ) -> tuple[dict[str, float], bool]:
         """Iteration ``i``'s targets: ``step`` times the schedule's reduction, not below the
-        budget (latency: not below ``1 - margin`` of it)."""
+        budget (latency: not below ``1 - margin`` of it); and whether the latency target is
+        that floor under the budget (``margin`` > 0 and the step reaches past the budget)."""
         initial = self.state["initial"]
-        return {
-            r: iteration_target(
-                self.budget[r] * (1.0 - margin if r == "latency" else 1.0),
-                values[r],
-                step * resource_reduction(initial[r], i, self.opts.init_fraction, self.opts.decay),
+        targets: dict[str, float] = {}
+        under = False
+        for r in self.opts.resources:
+            floor = self.budget[r] * (1.0 - margin if r == "latency" else 1.0)
+            reduction = step * resource_reduction(
+                initial[r], i, self.opts.init_fraction, self.opts.decay
             )
-            for r in self.opts.resources
-        }
+            targets[r] = iteration_target(floor, values[r], reduction)
+            under = under or (r == "latency" and margin > 0 and values[r] - reduction <= floor)
+        return targets, under
 
     def _ranked_groups(self, model: Any) -> list[tuple[Any, int]]:
         """``model``'s prunable groups with their model order, the largest share of the

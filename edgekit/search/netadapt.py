@@ -174,7 +174,7 @@ def netadapt(
             data.x_train,
             runs=opts.measure_runs,
             device=device,
-            measure_fn=_measure_fn(executor),
+            measure_fn=executor_measure_fn(executor),
         )
         say = sayer(progress)
         if "latency" in opts.resources:
@@ -325,7 +325,7 @@ def resume(
         runs=opts.measure_runs,
         device=state.get("device"),
         target_profile=False,  # the run's own table (saved in its folder), or none
-        measure_fn=_measure_fn(executor),
+        measure_fn=executor_measure_fn(executor),
     )
     meter.scale = float(state.get("latency_scale", 1.0))
     # What the run measured and counted with, even when its table was dropped (a table not
@@ -406,7 +406,7 @@ def check_budgets(model: Any, options: NetAdaptOptions, meter: Meter) -> dict[st
     return _resolve_budgets(budgets, values)
 
 
-def _measure_fn(executor: Executor | None) -> Any:
+def executor_measure_fn(executor: Executor | None) -> Any:
     """How an executor measures on the node that holds the device (Ray), if it does."""
     fn = getattr(executor, "measure_fn", None)
     return fn() if fn is not None else None
