@@ -31,6 +31,7 @@ _RUN_OPTIONS = (
     "bn_batches",
     "learning_rate",
     "long_epochs",
+    "long_learning_rate",
     "init_fraction",
     "decay",
     "max_iterations",
@@ -120,6 +121,13 @@ def _items(values: tuple[str, ...]) -> list[str]:
 )
 @click.option(
     "--long-epochs", type=int, default=5, show_default=True, help="Epochs to fine-tune the result."
+)
+@click.option(
+    "--long-learning-rate",
+    type=float,
+    default=1e-3,
+    show_default=True,
+    help="Initial learning rate of the result's long fine-tuning.",
 )
 @click.option(
     "--init-fraction",
@@ -218,6 +226,7 @@ def netadapt_command(
     bn_batches: int,
     learning_rate: float,
     long_epochs: int,
+    long_learning_rate: float,
     init_fraction: float,
     decay: float,
     max_iterations: int,
@@ -286,6 +295,7 @@ def netadapt_command(
             bn_batches=bn_batches,
             learning_rate=learning_rate,
             long_epochs=long_epochs,
+            long_learning_rate=long_learning_rate,
             init_fraction=init_fraction,
             decay=decay,
             max_iterations=max_iterations,
@@ -324,6 +334,7 @@ def _start(
     bn_batches: int,
     learning_rate: float,
     long_epochs: int,
+    long_learning_rate: float,
     init_fraction: float,
     decay: float,
     max_iterations: int,
@@ -381,6 +392,7 @@ def _start(
         bn_batches=bn_batches,
         learning_rate=learning_rate,
         long_epochs=long_epochs,
+        long_learning_rate=long_learning_rate,
         init_fraction=init_fraction,
         decay=decay,
         max_iterations=max_iterations,

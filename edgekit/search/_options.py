@@ -124,7 +124,7 @@ class NetAdaptOptions:
         need(_is_int(self.max_iterations) and self.max_iterations >= 1, "--max-iterations", self.max_iterations, "an integer >= 1")  # fmt: skip
         need(_is_int(self.bn_batches) and self.bn_batches >= 0, "--bn-batches", self.bn_batches, "an integer >= 0")  # fmt: skip
         need(_is_int(self.batch_size) and self.batch_size >= 1, "--batch-size", self.batch_size, "an integer >= 1")  # fmt: skip
-        for name, option in (("learning_rate", "--learning-rate"), ("long_learning_rate", "long_learning_rate")):  # fmt: skip
+        for name, option in (("learning_rate", "--learning-rate"), ("long_learning_rate", "--long-learning-rate")):  # fmt: skip
             value = getattr(self, name)
             need(_is_num(value) and value > 0, option, value, "a number > 0")
         need(self.criterion in CRITERIA, "criterion", self.criterion, f"one of {', '.join(CRITERIA)}")  # fmt: skip

@@ -809,6 +809,7 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
         (["--channel-multiple", "0"], "--channel-multiple must be an integer >= 1", 2),
         (["--bn-batches", "-1"], "--bn-batches must be an integer >= 0; got -1", 2),
         (["--learning-rate", "0"], "--learning-rate must be a number > 0; got 0.0", 2),
+        (["--long-learning-rate", "-1"], "--long-learning-rate must be a number > 0", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
         (["--target", "jetson", "--device", "agent://127.0.0.1:1"], "but target 'jetson' runs", 2),
         (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
