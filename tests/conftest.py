@@ -13,9 +13,14 @@ import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imp
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    # Never touch the user's cache; CI sets its own folder.
-    if "EDGEKIT_CACHE_DIR" not in os.environ:
+    # Never touch the user's cache; CI sets its own folder. Under pytest-xdist each worker
+    # gets a folder of its own inside it: tests count the rows of the measurement store.
+    given = os.environ.get("EDGEKIT_CACHE_DIR")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not given:
         os.environ["EDGEKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("edgekit-cache"))
+    elif worker:
+        os.environ["EDGEKIT_CACHE_DIR"] = str(Path(given) / worker)
 
 
 @pytest.fixture(scope="session")
