@@ -159,7 +159,7 @@ class Search:
             # cannot meet; and a step only one group can make forces its pruning whatever it
             # costs (MobileNet v1 0.5x: the stem cut 32->8, validation accuracy 0.10).
             step = 1.0
-            margin = self._latency_margin()
+            margin = latency_margin(self.state["history"])
             cache: dict[tuple[str, int], dict[str, float] | None] = {}
             ranked = self._ranked_groups(model)
             planned = plan_evaluator(model, self.opts.resources, self.meter, self.opts.criterion)
@@ -255,22 +255,6 @@ class Search:
         )
         write_state(self.out, self.state)
         return values
-
-    def _latency_margin(self) -> float:
-        """How far under the latency budget an iteration aims: the error of the (rescaled)
-        table's prediction against the measurement of the chosen network, the median over
-        this run's last five iterations, at most :data:`MAX_MARGIN`; 0 before any.
-
-        Aiming at the budget itself lands a network over it about half the time: on
-        MobileNet v1 at 176 px the table and a short timing disagree by 1-4%, and each
-        network that lands just over the budget costs an iteration of a few channels (and
-        the short fine-tuning's accuracy dip of a fresh pruning) to creep under it."""
-        errors = [
-            abs(float(it["latency_ms_measured"]) / float(it["resources"]["latency"]) - 1.0)
-            for it in self.state["history"][-5:]
-            if it.get("latency_ms_measured") and (it.get("resources") or {}).get("latency")
-        ]
-        return min(MAX_MARGIN, float(np.median(errors))) if errors else 0.0
 
     def _targets(
         self, i: int, values: dict[str, float], step: float = 1.0, margin: float = 0.0
@@ -381,6 +365,7 @@ class Search:
         (self.out / "nets").mkdir(exist_ok=True)
         Path(best.path).replace(self.out / net)
         measured = None
+        timings: list[float] = []
         scale = self.meter.scale
         predicted = None
         if self.meter.profile is not None and "latency" in best.values:
@@ -390,7 +375,15 @@ class Search:
             from edgekit.models._io import load_keras_model
 
             chosen = load_keras_model(self.out / net, trust=self.state["trust_model"])
-            measured = self.meter.measure_ms(chosen, stem=f"net_{i:04d}")
+            expected = best.values["latency"] if predicted is not None else None
+            measured, timings = self.meter.measure_checked(chosen, f"net_{i:04d}", expected)
+            if len(timings) > 1 and expected:
+                self.say(
+                    f"  timed {timings[0]:.3f} ms, {timings[0] / expected - 1:+.0%} off the "
+                    f"table's {expected:.3f} ms: timed again, "
+                    + ", ".join(f"{t:.3f}" for t in timings[1:])
+                    + f" ms; their median {measured:.3f} ms counts"
+                )
             # Confirmed by measurement: the next iteration starts from (and the stopping rule
             # reads) the measured latency, and the table is rescaled to agree with it.
             values["latency"] = measured
@@ -407,6 +400,7 @@ class Search:
             "resources": rounded(best.values),
             "latency_ms_predicted": round_or_none(predicted),
             "latency_ms_measured": round_or_none(measured),
+            "latency_ms_timings": [round(t, 6) for t in timings],
             "latency_scale": round(scale, 6) if predicted is not None else None,
             "accuracy": round(best.accuracy, 6),
             "model": str(net),
@@ -590,8 +584,43 @@ def train_width(
 # The smallest share of the scheduled step an iteration tries (halving from 1) before it
 # decides that no channel group can be pruned any further toward the budget.
 MIN_STEP = 0.125
-# The most an iteration aims under the latency budget (see Search._latency_margin).
+# The most an iteration aims under the latency budget (see latency_margin).
 MAX_MARGIN = 0.05
+
+
+def latency_margin(history: Sequence[dict[str, Any]]) -> float:
+    """How far under the latency budget the next iteration aims, from the ``history`` of
+    iterations so far: the error of the (rescaled) table's prediction against the
+    measurement of the chosen network, the median over the last five iterations; at least
+    the last iteration's error if its network measured over its latency target; at most
+    :data:`MAX_MARGIN`; 0 before any.
+
+    Aiming at the budget itself lands a network over it about half the time: on MobileNet v1
+    at 176 px the table and a short timing disagree by 1-4%, and each network that lands
+    just over the budget costs an iteration of a few channels (and the short fine-tuning's
+    accuracy dip of a fresh pruning) to creep under it. The median alone was not enough near
+    the end of a MobileNet v2 search: small cuts there save less than the table says, and
+    three networks in a row measured 1-3% over a budget they had aimed under by the
+    (smaller) median error.
+    """
+    recent = [
+        it
+        for it in history[-5:]
+        if it.get("latency_ms_measured") and (it.get("resources") or {}).get("latency")
+    ]
+    errors = [
+        abs(float(it["latency_ms_measured"]) / float(it["resources"]["latency"]) - 1.0)
+        for it in recent
+    ]
+    if not errors:
+        return 0.0
+    margin = float(np.median(errors))
+    last = history[-1]
+    if recent[-1] is last and float(last["latency_ms_measured"]) > float(
+        last["targets"]["latency"]
+    ):
+        margin = max(margin, errors[-1])
+    return min(MAX_MARGIN, margin)
 
 
 def confirm_runs(opts: NetAdaptOptions) -> int:
