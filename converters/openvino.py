@@ -115,10 +115,27 @@ class OpenVINOInt8(_OnnxToOpenVINO):
             # NNCF draws its progress bars on stdout, which belongs to results (--json):
             # send them to stderr with the rest of the progress.
             with capture_native_stderr(), contextlib.redirect_stdout(sys.stderr):
-                quantized = nncf.quantize(model, dataset, subset_size=len(idx))
+                quantized = nncf.quantize(
+                    model, dataset, subset_size=len(idx), advanced_parameters=_overflow_fix(nncf)
+                )
         except Exception as err:
             raise ConversionError(f"NNCF quantization failed: {str(err).splitlines()[0]}") from err
         return quantized, {
             "quantizer": f"nncf {nncf.__version__}",
+            "weights": "7-bit range in every convolution and matmul (overflow fix)",
             "calibration_samples": len(idx),
         }
+
+
+def _overflow_fix(nncf: Any) -> Any:
+    """NNCF's overflow fix on every convolution and matmul: 7-bit weights. CPUs without VNNI
+    (AVX2, AVX-512 F/BW) saturate 8-bit dot products into 16 bits; NNCF's default fixes the
+    first layer only. On an AVX2 EPYC the test fixture (Keras 0.922 on digits) read 0.786
+    without the fix, 0.847 with it on the first layer and 0.897 with it everywhere. The IR
+    is meant for any Intel device, so it is made safe for all of them."""
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+    )
+
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)

@@ -9,6 +9,11 @@ import os as _os
 # first thing every entry point (CLI, library, tests) runs.
 _os.environ["TF_USE_LEGACY_KERAS"] = "1"
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 VNNI, BF16 or
+# AMX. Without them (an AVX2-only AMD EPYC here) it falls back to kernels that cannot train a
+# grouped convolution (ShuffleNet's GroupConv2D: "filter_size does not have enough elements"),
+# so edgekit asks for oneDNN everywhere; TF_ENABLE_ONEDNN_OPTS=0 in the environment wins.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from edgekit.errors import (
     BadInputError,

@@ -12,6 +12,7 @@ import sys
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # see edgekit/__init__.py
 
 from contextlib import nullcontext as _nullcontext
 

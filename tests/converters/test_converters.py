@@ -192,7 +192,12 @@ class TestOpenVINOFP16(_ChainedContract):
 class TestOpenVINOInt8(_ChainedContract):
     format = "openvino_int8"
     min_agreement = 0.95
-    max_drop_points = 2.5
+    # OpenVINO's int8 kernels on a CPU without VNNI (the AVX2 EPYC CI may run on) saturate
+    # full-range weights, so the IR has 7-bit weights everywhere (NNCF's overflow fix). That
+    # costs this tiny fixture more than ONNX Runtime's 7-bit per-channel weights do: Keras
+    # 0.922; IR 0.786 without the fix, 0.847 with NNCF's first-layer default, 0.897 with it
+    # everywhere (9 test images; onnx_int8 0.919, tflite_int8 0.911).
+    max_drop_points = 3.0
 
     def extra_checks(self, art, reference):
         import openvino as ov
