@@ -177,36 +177,65 @@ class Meter:
         return self.measure_ms(model, stem="search")
 
     def check_profile(self, model: Any) -> None:
-        """Keep the table only if it covers ``model``; else measure instead (with a note).
+        """Choose the table: the first of :attr:`profile` and :attr:`alternatives` that
+        covers ``model`` and, when latency is measured on this machine, was recorded with
+        this CPU's kernel-selecting features (else the first that covers it, with a note);
+        if none covers it, measure instead (with a note).
 
         Raises:
-            BadInputError: the table does not cover ``model`` and latency cannot be measured.
+            BadInputError: no table covers ``model`` and latency cannot be measured.
         """
         if self.profile is None:
             return
-        from edgekit.measure.lut import MissingLayerError, predict_latency
+        from edgekit.measure.lut import (
+            MissingLayerError,
+            kernel_flags_difference,
+            predict_latency,
+        )
 
+        here = self.can_measure and not self.remote
+        covering = []
         for table in [self.profile, *self.alternatives]:
             try:
                 predict_latency(model, table)
             except MissingLayerError:
                 continue
-            if table is not self.profile:
-                self.notes.append(
-                    f"the target's table '{table.get('name', '?')}' covers this network; the "
-                    f"first, '{self.profile.get('name', '?')}', does not"
+            covering.append(table)
+        same_cpu = [t for t in covering if here and kernel_flags_difference(t) == ([], [])]
+        chosen = (same_cpu or covering or [self.profile])[0]
+        if chosen is not self.profile:
+            self.notes.append(
+                f"the target's table '{chosen.get('name', '?')}' covers this network"
+                + (" and was recorded with this CPU's features" if same_cpu else "")
+                + f"; the first, '{self.profile.get('name', '?')}', "
+                + (
+                    "was recorded on other ones"
+                    if any(t is self.profile for t in covering)
+                    else "does not"
                 )
-                self.profile = table
-            break
+            )
+            self.profile = chosen
+        differ = kernel_flags_difference(self.profile) if here else None
         recorded = str(self.profile.get("device", {}).get("cpu") or "")
-        if recorded and self.can_measure and not self.remote:
+        if differ and (differ[0] or differ[1]):
+            lacks, adds = differ
+            self.notes.append(
+                f"the latency table '{self.profile.get('name', '?')}' was recorded on a CPU "
+                + (f"with {', '.join(lacks)}, which this one lacks" if lacks else "")
+                + (" and " if lacks and adds else "")
+                + (f"without {', '.join(adds)}, which this one has" if adds else "")
+                + ": its predictions are rescaled to this machine's measurements, but its "
+                "layers' relative costs may not hold here; `edgekit lut build` records a "
+                "table on this machine"
+            )
+        elif recorded and here:
             from edgekit.measure._bench import host_description
 
-            here = str(host_description()["cpu"])
-            if recorded != here:
+            this_cpu = str(host_description()["cpu"])
+            if recorded != this_cpu:
                 self.notes.append(
                     f"the latency table was recorded on '{recorded}', this machine is "
-                    f"'{here}': its predictions are rescaled to this machine's measurements"
+                    f"'{this_cpu}': its predictions are rescaled to this machine's measurements"
                 )
         try:
             predict_latency(model, self.profile)
@@ -293,12 +322,17 @@ class Meter:
         the next iteration. A disagreement the timings repeat (a table recorded on another
         machine) stands, at the cost of the extra timings.
 
+        An architecture this meter measured before is not timed again: its remembered
+        latency is returned as the one timing. Without :attr:`work_dir` the artifact is gone
+        after the first timing, and that timing stands.
+
         Returns:
             The latency, and every timing taken (just one when the first agreed).
         """
         cached = architecture_signature(model) in self._measured
         first = self.measure_ms(model, stem=stem)
-        if cached or expected is None or expected <= 0 or abs(first / expected - 1) <= tolerance:
+        agrees = expected is None or expected <= 0 or abs(first / expected - 1) <= tolerance
+        if cached or agrees or self.work_dir is None:
             return first, [first]
         sample = self._calibration_images(model)[:1]
         timings = [first]

@@ -368,14 +368,18 @@ def test_the_latency_margin_follows_the_tables_recent_error_and_a_missed_target(
     assert latency_margin([]) == 0.0
     steady = [it(1.0, 1.01, 1.0), it(1.0, 0.98, 1.0), it(1.0, 1.03, 1.05), it(1.0, 0.99, 1.0)]
     assert latency_margin(steady) == pytest.approx(0.015)  # median of 1, 2, 3 and 1 %
-    # Six iterations: the first (40% off) is no longer among the last five.
-    assert latency_margin([it(1.0, 1.4, 2.0), *steady, it(1.0, 1.02, 1.05)]) == pytest.approx(0.02)
+    # Six iterations: the first (40% off) is no longer among the last five (with it, the
+    # median would be 2.5%).
+    assert latency_margin([it(1.0, 1.4, 2.0), *steady, it(1.0, 1.03, 1.05)]) == pytest.approx(0.02)
     # The last network aimed at 0.525 ms, predicted 0.52, measured 0.552: 6.2% off, capped.
     creeping = [*steady, it(0.52, 0.552, 0.525)]
     assert latency_margin(creeping) == pytest.approx(0.05)
     assert latency_margin([*steady, it(0.52, 0.54, 0.525)]) == pytest.approx(0.54 / 0.52 - 1)
     # Off by as much but under its target: the median counts.
     assert latency_margin([*steady, it(0.52, 0.50, 0.525)]) == pytest.approx(0.02)
+    # Under its target in the short timing, over it in the longer confirming one.
+    confirmed = {**it(0.52, 0.50, 0.525), "latency_ms_confirmed": 0.533}
+    assert latency_margin([*steady, confirmed]) == pytest.approx(0.533 / 0.52 - 1)
     # An iteration without a measurement (no device) gives no error.
     assert latency_margin([*steady, {"resources": {"latency": 0.5}, "targets": {}}]) == (
         pytest.approx(0.015)
@@ -631,7 +635,7 @@ def test_a_timing_far_off_the_table_is_repeated_and_the_median_counts(
     from edgekit.search import Meter
 
     meter = Meter(can_measure=True, work_dir=tmp_path, runs=5, device="agent://127.0.0.1:1")
-    readings = iter([1.6, 1.0, 1.02, 1.3, 1.31, 1.29, 1.1])
+    readings = iter([1.6, 1.0, 1.02, 1.3, 1.31, 1.29, 1.1, 0.8, 1.0, 0.99])
     monkeypatch.setattr(
         meter, "measure_artifact", lambda path, sample, runs: {"p50": next(readings)}
     )
@@ -643,6 +647,8 @@ def test_a_timing_far_off_the_table_is_repeated_and_the_median_counts(
     close = prune_channels(reference[0], {"head_conv": 48})
     assert meter.measure_checked(close, "c", expected=1.0) == (1.1, [1.1])
     assert meter.measure_checked(close, "c", expected=2.0) == (1.1, [1.1])  # measured before
+    faster = prune_channels(reference[0], {"head_conv": 40})  # 20% under the table: again
+    assert meter.measure_checked(faster, "d", expected=1.0) == (0.99, [0.8, 1.0, 0.99])
 
 
 def test_the_first_of_the_targets_tables_that_covers_the_network_is_used(
@@ -656,8 +662,10 @@ def test_the_first_of_the_targets_tables_that_covers_the_network_is_used(
 
     cpu = load_target("cpu")
     meter = make_meter(["latency"], "cpu", None, False, None, None)
-    sizes = [meter.profile["input_size"]] + [p["input_size"] for p in meter.alternatives]
-    assert len(meter.alternatives) == len(cpu.more_profiles) >= 1 and len(set(sizes)) == len(sizes)
+    tables = [meter.profile, *meter.alternatives]
+    # One table per input size and kind of CPU (its kernel-selecting features).
+    kinds = [(t["input_size"], tuple(t["device"]["flags"])) for t in tables]
+    assert len(meter.alternatives) == len(cpu.more_profiles) >= 1 and len(set(kinds)) == len(kinds)
     tiny = load_profile(tiny_profile)
     both = Meter(profile=meter.profile, alternatives=[*meter.alternatives, tiny])
     both.check_profile(reference[0])
@@ -665,6 +673,49 @@ def test_the_first_of_the_targets_tables_that_covers_the_network_is_used(
     assert both.latency_ms(reference[0]) == pytest.approx(both.predict_ms(reference[0]))
     # An explicit --profile is the user's choice: no alternatives are tried.
     assert make_meter(["latency"], "cpu", tiny_profile, False, None, None).alternatives == []
+
+
+def test_a_table_recorded_on_this_cpus_features_is_preferred_and_another_is_named(
+    reference: tuple[Any, Path], tiny_profile: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts both called "AMD EPYC", one with AVX-512 VNNI and one with AVX2 only, ran
+    the same network 3.5x apart: among the tables that cover a network measured here, the
+    one recorded with this CPU's kernel-selecting features is taken; failing that, the
+    first, and a note says which features differ."""
+    import copy
+
+    import edgekit.measure._lut_build as lut_build
+    from edgekit.search import Meter
+
+    avx2 = ["sse4_2", "avx", "avx2", "fma", "f16c"]
+    monkeypatch.setattr(lut_build, "_cpuinfo", lambda: {"cpu": "AMD EPYC", "flags": avx2})
+    tiny = load_profile(tiny_profile)
+    vnni, here = copy.deepcopy(tiny), copy.deepcopy(tiny)
+    vnni["name"], vnni["device"]["flags"] = "vnni", [*avx2, "avx512f", "avx512_vnni"]
+    here["name"], here["device"]["flags"] = "avx2", avx2
+    both = Meter(profile=vnni, alternatives=[here], can_measure=True)
+    both.check_profile(reference[0])
+    assert both.profile is here and both.notes == [
+        "the target's table 'avx2' covers this network and was recorded with this CPU's "
+        "features; the first, 'vnni', was recorded on other ones"
+    ]
+    alone = Meter(profile=vnni, can_measure=True)
+    alone.check_profile(reference[0])
+    assert alone.profile is vnni and len(alone.notes) == 1
+    assert (
+        "'vnni' was recorded on a CPU with avx512f, avx512_vnni, which this one lacks"
+        in (alone.notes[0])
+    )
+    assert "`edgekit lut build`" in alone.notes[0]
+    older = copy.deepcopy(here)
+    older["device"]["flags"] = ["sse4_2", "avx"]
+    newer = Meter(profile=older, can_measure=True)
+    newer.check_profile(reference[0])
+    assert "without avx2, fma, f16c, which this one has" in newer.notes[0]
+    # Measured elsewhere (a device), this CPU's features say nothing: the first table stays.
+    remote = Meter(profile=vnni, alternatives=[here], can_measure=True, device="ssh://pi")
+    remote.check_profile(reference[0])
+    assert remote.profile is vnni and remote.notes == []
 
 
 def test_a_search_measures_every_latency_on_the_device_it_is_given(
