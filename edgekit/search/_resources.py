@@ -215,7 +215,7 @@ class Meter:
                 )
             )
             self.profile = chosen
-        differ = kernel_flags_difference(self.profile) if here else None
+        differ = kernel_flags_difference(self.profile) if here and covering else None
         recorded = str(self.profile.get("device", {}).get("cpu") or "")
         if differ and (differ[0] or differ[1]):
             lacks, adds = differ
@@ -228,7 +228,7 @@ class Meter:
                 "layers' relative costs may not hold here; `edgekit lut build` records a "
                 "table on this machine"
             )
-        elif recorded and here:
+        elif recorded and here and covering:
             from edgekit.measure._bench import host_description
 
             this_cpu = str(host_description()["cpu"])

@@ -83,7 +83,6 @@ def test_default_deploy_end_to_end(tmp_path):
     int8, fp32 = by_format["tflite_int8"], by_format["tflite_fp32"]
     assert int8["accuracy"] >= ref - 0.01
     assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_error"] < 1e-4
-    assert int8["latency_ms"]["p50"] < fp32["latency_ms"]["p50"]
     assert int8["size_bytes"] < fp32["size_bytes"] * 0.5
     assert report["selected"] in by_format
     eligible = [a for a in report["artifacts"] if a["check"]["passed"]]
