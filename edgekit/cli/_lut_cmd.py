@@ -394,13 +394,14 @@ def predict_command(
 def list_command(as_json: bool) -> None:
     """List the shipped profiles and what they were measured on."""
     from edgekit.cli._console import print_json, print_table
-    from edgekit.measure.lut import list_profiles, load_profile
+    from edgekit.measure.lut import kernel_flags_difference, list_profiles, load_profile
 
     rows = []
     for name in list_profiles():
         p = load_profile(name)
         dev = p.get("device", {})
         rt = dev.get("runtime", {})
+        differ = kernel_flags_difference(p)
         rows.append(
             {
                 "name": name,
@@ -408,6 +409,9 @@ def list_command(as_json: bool) -> None:
                 "input_size": p.get("input_size"),
                 "entries": len(p["entries"]),
                 "cpu": dev.get("cpu"),
+                "flags": dev.get("flags"),
+                # Recorded with this CPU's kernel-selecting features (None: not recorded).
+                "this_cpu": None if differ is None else differ == ([], []),
                 "threads": dev.get("threads"),
                 "runtime": f"{rt.get('package')} {rt.get('version')}",
                 "built": p.get("built", {}).get("date"),
@@ -416,8 +420,19 @@ def list_command(as_json: bool) -> None:
     if as_json:
         print_json({"profiles": rows})
         return
-    columns = ["name", "precision", "input_size", "entries", "cpu", "threads", "runtime", "built"]
-    print_table("look-up tables", columns, [[r[c] for c in columns] for r in rows])
+    columns = ["name", "precision", "input_size", "entries", "cpu", "int8 isa", "this cpu"]
+    columns += ["threads", "runtime", "built"]
+    table = []
+    for r in rows:
+        isa = next((f for f in _INT8_ISA if f in (r["flags"] or [])), "-")
+        this = {None: "?", True: "yes", False: "no"}[r["this_cpu"]]
+        table.append([{**r, "int8 isa": isa, "this cpu": this}[c] for c in columns])
+    print_table("look-up tables", columns, table)
+
+
+# The best int8 dot-product features first: the one a table lists first tells CPU kinds apart
+# (`--json` gives every recorded flag).
+_INT8_ISA = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512bw", "avx2", "i8mm", "asimddp", "asimd")
 
 
 def _precision_of(name: str) -> str | None:

@@ -309,6 +309,17 @@ def test_cli_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(out)["profiles"]
     assert [r["name"] for r in rows] == list_profiles()
     assert all(r["precision"] in ("int8", "fp32") and r["entries"] > 0 for r in rows)
+    # Tables of two CPU kinds that share a model name ("AMD EPYC") are told apart by their
+    # kernel-selecting features, and whether this CPU has the same ones.
+    kinds = {r["name"]: ("avx512_vnni" in r["flags"], r["input_size"]) for r in rows}
+    assert kinds["litert_x86_avx512_int8_176"] == (True, 176)
+    assert kinds["litert_x86_avx2_int8_176"] == (False, 176)
+    from edgekit.measure.lut import kernel_flags_difference, load_profile
+
+    for r in rows:
+        assert r["this_cpu"] == (kernel_flags_difference(load_profile(r["name"])) == ([], []))
+    code, out, err = _run(["lut", "list"], capsys)
+    assert code == 0 and "avx512_vnni" in out and "this cpu" in out and "avx2" in out
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
