@@ -11,7 +11,7 @@ measured side by side in alternating rounds, and each result's accuracy is compa
 baseline's at the same latency (interpolated between the two nearest widths). Results, with
 each search's wall time, go to benchmarks/RESULTS.md.
 
-    python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176]
+    python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176|auto]
         [--budgets 0.75x,0.5x] [--train-epochs 14] [--short-steps 15] [--long-epochs 5]
         [--proposals 4] [--workers 2]
 
@@ -68,7 +68,12 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="mobilenet_v1,mobilenet_v2")
-    ap.add_argument("--input-size", type=int, default=176)
+    ap.add_argument(
+        "--input-size",
+        default="176",
+        help="pixels, or 'auto': the smallest size the cpu target has a table for at which "
+        "every model's int8 latency here is at least 1 ms",
+    )
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--budgets", default="0.75x,0.5x")
     ap.add_argument("--train-epochs", type=int, default=14)
@@ -108,6 +113,16 @@ def main() -> None:
 
     from edgekit.data import load_dataset
 
+    args.input_size_note = None
+    if args.input_size == "auto":
+        saved_run = args.report_only or args.from_run
+        if saved_run is not None:
+            saved_args = json.loads((saved_run / "rows.json").read_text()).get("args", {})
+            args.input_size = int(saved_args["input_size"])
+            args.input_size_note = saved_args.get("input_size_note")
+        else:
+            args.input_size, args.input_size_note = pick_input_size(args.models, args.width)
+    args.input_size = int(args.input_size)
     size = args.input_size
     data = load_dataset("digits", (size, size, 3))
     if args.report_only is not None or args.from_run is not None:
@@ -137,6 +152,51 @@ def main() -> None:
     if not args.no_write:
         write_charts(work, rows, baselines, CHARTS.with_name(args.section))
         write_section(args.section, body)
+
+
+def pick_input_size(models: str, width: float, floor_ms: float = 1.0) -> tuple[int, str]:
+    """The smallest input size the cpu target has a latency table for at which every model
+    (untrained, ``width``) runs at least ``floor_ms`` in int8 LiteRT here, and why.
+
+    The issue asks for an input size where the reference takes at least 1 ms; how large that
+    is depends on the CPU: 176 px on an AVX-512 VNNI EPYC (MobileNet v1 1.30 ms, 128 px
+    0.7 ms), 128 px on an AVX2-only one, where int8 runs 2.5-3.6x as long."""
+    from edgekit.measure.lut import load_profile
+    from edgekit.models import create
+    from edgekit.search import Meter
+    from edgekit.targets import load_target
+
+    spec = load_target("cpu")
+    names = [spec.profile, *spec.more_profiles]
+    sizes = sorted({int(load_profile(n)["input_size"]) for n in names if n})
+    names_list = [m.strip() for m in models.split(",") if m.strip()]
+    timed: dict[int, dict[str, float]] = {}
+    for size in sizes:
+        meter = Meter(can_measure=True, threads=spec.threads, runs=50)
+        timed[size] = {
+            name: meter.measure_ms(
+                create(name, input_shape=(size, size, 3), classes=10, width=width)
+            )
+            for name in names_list
+        }
+        _say(
+            f"input size {size}: " + ", ".join(f"{n} {ms:.3f} ms" for n, ms in timed[size].items())
+        )
+        if min(timed[size].values()) >= floor_ms:
+            break
+    size = next((s for s in sizes if min(timed.get(s, {0: 0.0}).values()) >= floor_ms), sizes[-1])
+    why = (
+        f"input size chosen by --input-size auto: the smallest of the cpu target's table sizes "
+        f"({', '.join(map(str, sizes))}) at which every model's int8 latency here was at least "
+        f"{floor_ms:g} ms ("
+        + "; ".join(
+            f"{s} px: " + ", ".join(f"{n} {ms:.2f}" for n, ms in t.items())
+            for s, t in timed.items()
+        )
+        + " ms, untrained)"
+    )
+    print(why, file=sys.stderr)
+    return size, why
 
 
 def write_charts(
@@ -415,7 +475,8 @@ def results_section(
         "The baseline is trained once per model for as many epochs as the "
         "longer search's result saw (reference training + short fine-tunings + long "
         "fine-tuning), so the shorter "
-        f"search's baseline trained longer than its result. Host: {host_line()}.",
+        f"search's baseline trained longer than its result. Host: {host_line()}."
+        + (f" The {args.input_size_note}." if getattr(args, "input_size_note", None) else ""),
         "",
         "| model | budget | reference p50 ms (acc.) | budget ms | fresh p50 ms | fresh: result "
         "/ reference | met: ms / ratio (noise) | side by side: result / reference | MACs "

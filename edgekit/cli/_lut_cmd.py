@@ -394,7 +394,12 @@ def predict_command(
 def list_command(as_json: bool) -> None:
     """List the shipped profiles and what they were measured on."""
     from edgekit.cli._console import print_json, print_table
-    from edgekit.measure.lut import kernel_flags_difference, list_profiles, load_profile
+    from edgekit.measure.lut import (
+        best_int8_isa,
+        kernel_flags_difference,
+        list_profiles,
+        load_profile,
+    )
 
     rows = []
     for name in list_profiles():
@@ -424,15 +429,10 @@ def list_command(as_json: bool) -> None:
     columns += ["threads", "runtime", "built"]
     table = []
     for r in rows:
-        isa = next((f for f in _INT8_ISA if f in (r["flags"] or [])), "-")
+        isa = best_int8_isa(r["flags"] or []) or "-"
         this = {None: "?", True: "yes", False: "no"}[r["this_cpu"]]
         table.append([{**r, "int8 isa": isa, "this cpu": this}[c] for c in columns])
     print_table("look-up tables", columns, table)
-
-
-# The best int8 dot-product features first: the one a table lists first tells CPU kinds apart
-# (`--json` gives every recorded flag).
-_INT8_ISA = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512bw", "avx2", "i8mm", "asimddp", "asimd")
 
 
 def _precision_of(name: str) -> str | None:

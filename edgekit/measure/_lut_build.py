@@ -75,6 +75,16 @@ def _cpuinfo() -> dict[str, Any]:
     return info
 
 
+# The best int8 dot-product features first: the first a CPU has tells CPU kinds apart.
+INT8_ISA = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512bw", "avx2", "i8mm", "asimddp", "asimd")
+
+
+def best_int8_isa(flags: list[str] | None = None) -> str | None:
+    """The first of :data:`INT8_ISA` in ``flags`` (default: this CPU's), or None."""
+    have = _cpuinfo()["flags"] if flags is None else flags
+    return next((f for f in INT8_ISA if f in have), None)
+
+
 def kernel_flags_difference(profile: dict[str, Any]) -> tuple[list[str], list[str]] | None:
     """How this machine's kernel-selecting CPU features (:data:`CPU_FLAGS`) differ from the
     ones ``profile`` was recorded with: ``(the table's that this CPU lacks, this CPU's that

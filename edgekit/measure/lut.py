@@ -32,6 +32,7 @@ from edgekit.errors import BadInputError
 from edgekit.measure._lut_build import (
     BUSY_WARNING,
     SCHEMA,
+    best_int8_isa,
     build_lut,
     convert_micro_model,
     cpu_counters,
@@ -61,6 +62,7 @@ __all__ = [
     "MissingLayerError",
     "ModelOp",
     "ProfileError",
+    "best_int8_isa",
     "build_lut",
     "context_scale",
     "convert_micro_model",
