@@ -114,14 +114,13 @@ def main() -> None:
     from edgekit.data import load_dataset
 
     args.input_size_note = None
+    saved_run = args.report_only or args.from_run
+    if saved_run is not None:  # the saved run's size, before its data are loaded
+        saved_args = json.loads((saved_run / "rows.json").read_text()).get("args", {})
+        args.input_size = saved_args.get("input_size", args.input_size)
+        args.input_size_note = saved_args.get("input_size_note")
     if args.input_size == "auto":
-        saved_run = args.report_only or args.from_run
-        if saved_run is not None:
-            saved_args = json.loads((saved_run / "rows.json").read_text()).get("args", {})
-            args.input_size = int(saved_args["input_size"])
-            args.input_size_note = saved_args.get("input_size_note")
-        else:
-            args.input_size, args.input_size_note = pick_input_size(args.models, args.width)
+        args.input_size, args.input_size_note = pick_input_size(args.models, args.width)
     args.input_size = int(args.input_size)
     size = args.input_size
     data = load_dataset("digits", (size, size, 3))

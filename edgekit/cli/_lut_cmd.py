@@ -404,8 +404,8 @@ def list_command(as_json: bool) -> None:
     rows = []
     for name in list_profiles():
         p = load_profile(name)
-        dev = p.get("device", {})
-        rt = dev.get("runtime", {})
+        dev = p.get("device") or {}
+        rt = dev.get("runtime") or {}
         differ = kernel_flags_difference(p)
         rows.append(
             {

@@ -88,16 +88,17 @@ def best_int8_isa(flags: list[str] | None = None) -> str | None:
 def kernel_flags_difference(profile: dict[str, Any]) -> tuple[list[str], list[str]] | None:
     """How this machine's kernel-selecting CPU features (:data:`CPU_FLAGS`) differ from the
     ones ``profile`` was recorded with: ``(the table's that this CPU lacks, this CPU's that
-    the table's lacked)``, both empty when they agree; None when the table records none.
+    the table's lacked)``, both empty when they agree; None when the table records none or
+    this system does not tell (no ``/proc/cpuinfo``).
 
     The CPU's model name does not tell: two hosts both named "AMD EPYC", one with AVX-512
     VNNI and one with AVX2 only, ran the same MobileNet v2 at 176 px in 1.06 and 3.74 ms
     (LiteRT int8, 2 threads), because XNNPACK picks its int8 kernels by these features.
     """
     recorded = (profile.get("device") or {}).get("flags")
-    if not recorded:
-        return None
     here = _cpuinfo()["flags"]
+    if not recorded or not here:  # not recorded, or this system does not say (no /proc)
+        return None
     return [f for f in recorded if f not in here], [f for f in here if f not in recorded]
 
 

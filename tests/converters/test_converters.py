@@ -27,6 +27,12 @@ TESTED_ELSEWHERE = {
 }
 
 
+def _has_vnni() -> bool:
+    from edgekit.measure.lut import best_int8_isa
+
+    return best_int8_isa() in ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
 class ConverterContract:
     """Subclass with ``format`` (and the limits the format must meet)."""
 
@@ -196,8 +202,8 @@ class TestOpenVINOInt8(_ChainedContract):
     # full-range weights, so the IR has 7-bit weights everywhere (NNCF's overflow fix). That
     # costs this tiny fixture more than ONNX Runtime's 7-bit per-channel weights do: Keras
     # 0.922; IR 0.786 without the fix, 0.847 with NNCF's first-layer default, 0.897 with it
-    # everywhere (9 test images; onnx_int8 0.919, tflite_int8 0.911).
-    max_drop_points = 3.0
+    # everywhere (9 test images; onnx_int8 0.919, tflite_int8 0.911). 2.5 where VNNI is.
+    max_drop_points = 2.5 if _has_vnni() else 3.0
 
     def extra_checks(self, art, reference):
         import openvino as ov

@@ -712,6 +712,24 @@ def test_a_table_recorded_on_this_cpus_features_is_preferred_and_another_is_name
     newer = Meter(profile=older, can_measure=True)
     newer.check_profile(reference[0])
     assert "without avx2, fma, f16c, which this one has" in newer.notes[0]
+    # AVX-512 without VNNI (Skylake-SP): no table has exactly its features; the AVX2 one is
+    # of its kind (no int8 dot product), not the VNNI one.
+    skylake = [*avx2, "avx512f", "avx512bw", "avx512vl"]
+    monkeypatch.setattr(lut_build, "_cpuinfo", lambda: {"cpu": "Xeon", "flags": skylake})
+    kin = Meter(profile=vnni, alternatives=[here], can_measure=True)
+    kin.check_profile(reference[0])
+    assert kin.profile is here and "without an int8 dot product, like this one" in kin.notes[0]
+    assert "without avx512f, avx512bw, avx512vl, which this one has" in kin.notes[1]
+    # A system that does not say (no /proc/cpuinfo): nothing is compared, nothing claimed.
+    monkeypatch.setattr(lut_build, "_cpuinfo", lambda: {"cpu": "?", "flags": []})
+    unknown = Meter(profile=vnni, alternatives=[here], can_measure=True)
+    unknown.check_profile(reference[0])
+    assert unknown.profile is vnni and unknown.notes == []
+    monkeypatch.setattr(lut_build, "_cpuinfo", lambda: {"cpu": "AMD EPYC", "flags": avx2})
+    # Predicted without measuring (--no-measure) on a cpu target: still this machine's CPU.
+    blind = Meter(profile=vnni, alternatives=[here], target="cpu")
+    blind.check_profile(reference[0])
+    assert blind.profile is here
     # Measured elsewhere (a device), this CPU's features say nothing: the first table stays.
     remote = Meter(profile=vnni, alternatives=[here], can_measure=True, device="ssh://pi")
     remote.check_profile(reference[0])
