@@ -85,6 +85,20 @@ def best_int8_isa(flags: list[str] | None = None) -> str | None:
     return next((f for f in INT8_ISA if f in have), None)
 
 
+# Features that give int8 a dot-product instruction (x86 VNNI/AMX, ARM dotprod/i8mm).
+INT8_DOT = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp", "i8mm")
+
+
+def int8_kind(flags: list[str] | None = None) -> tuple[str, bool] | None:
+    """``(arm or x86, has an int8 dot product)`` of ``flags`` (default: this CPU's); None
+    when they are unknown. An AVX-512 CPU without VNNI is of the AVX2 kind, not the VNNI
+    one: neither has the dot product that int8 kernels are built around."""
+    have = _cpuinfo()["flags"] if flags is None else flags
+    if not have:
+        return None
+    return ("arm" if "asimd" in have else "x86", any(f in have for f in INT8_DOT))
+
+
 def kernel_flags_difference(profile: dict[str, Any]) -> tuple[list[str], list[str]] | None:
     """How this machine's kernel-selecting CPU features (:data:`CPU_FLAGS`) differ from the
     ones ``profile`` was recorded with: ``(the table's that this CPU lacks, this CPU's that

@@ -189,6 +189,7 @@ class Meter:
             return
         from edgekit.measure.lut import (
             MissingLayerError,
+            int8_kind,
             kernel_flags_difference,
             predict_latency,
         )
@@ -206,8 +207,12 @@ class Meter:
         same_cpu = [t for t in covering if here and kernel_flags_difference(t) == ([], [])]
         # Next best: a table of the same int8 kind: an AVX-512 CPU without VNNI is closer
         # to an AVX2 table than to a VNNI one, since neither has an int8 dot product.
-        kind = _int8_kind(_cpu_flags()) if here else None
-        same_kind = [t for t in covering if kind and _int8_kind(_flags(t)) == kind]
+        kind = int8_kind() if here else None
+        same_kind = [
+            t
+            for t in covering
+            if kind and int8_kind((t.get("device") or {}).get("flags") or []) == kind
+        ]
         chosen = (same_cpu or same_kind or covering or [self.profile])[0]
         if chosen is not self.profile:
             self.notes.append(
@@ -411,27 +416,6 @@ class Meter:
         anchor_path, anchor_ms = self.anchor
         stats = measure_artifacts({"anchor": anchor_path, "new": path}, self, max(runs, 20), sample)
         return float(anchor_ms * stats["new"]["p50"] / stats["anchor"]["p50"])
-
-
-def _flags(profile: dict[str, Any]) -> list[str]:
-    return list((profile.get("device") or {}).get("flags") or [])
-
-
-def _cpu_flags() -> list[str]:
-    from edgekit.measure._lut_build import _cpuinfo
-
-    return list(_cpuinfo()["flags"])
-
-
-# Features that give int8 a dot-product instruction (x86 VNNI/AMX, ARM dotprod/i8mm).
-_INT8_DOT = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp", "i8mm")
-
-
-def _int8_kind(flags: list[str]) -> tuple[str, bool] | None:
-    """(arm or x86, has an int8 dot product) of a CPU's features; None if unknown."""
-    if not flags:
-        return None
-    return ("arm" if "asimd" in flags else "x86", any(f in flags for f in _INT8_DOT))
 
 
 def measure_artifacts(
