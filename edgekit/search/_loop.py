@@ -224,6 +224,14 @@ class Search:
         budget can be over it in the final, longer one (MobileNet v1 at 176 px: 0.495 of the
         reference when chosen, 0.531 in the final measurement of a 0.5x search). The
         confirmed latency replaces the chosen one, and rescales the table.
+
+        The long timing can be the odd one out too: in a MobileNet v2 0.5x search at 128 px
+        (AVX2), two networks under the budget in their short timings (0.844, 0.825 ms for
+        0.853) read 0.959 and 0.902 ms long, rescaled the table by 1.14, and the search
+        pruned twice more, to a result that four of five later timings put at 0.77-0.80 ms
+        (one noisy session at 0.90). So when the long timing reverses the short one's
+        verdict, the network is timed long once more, and the median of the three timings
+        decides: two of them agreeing on which side of the budget it is.
         """
         current = self.state["current"]
         if (
@@ -239,18 +247,32 @@ class Search:
         runs = confirm_runs(self.opts)
         self.say(f"confirming the latency of {current['model']} ({runs} runs)")
         confirmed = self.meter.measure_ms(model, stem="confirm", fresh=True, runs=runs)
+        budget = self.budget["latency"]
+        short = float(values["latency"])
+        timings = [confirmed]
+        if confirmed > budget >= short:
+            again = self.meter.retime(model, "confirm", runs)
+            if again is not None:
+                timings.append(again)
+                confirmed = float(np.median([short, *timings]))
         del model
         last = self.state["history"][-1]
         if last.get("latency_ms_predicted") is not None:
             self.meter.calibrate(float(last["latency_ms_predicted"]), confirmed)
             self.state["latency_scale"] = self.meter.scale
         last["latency_ms_confirmed"] = round(confirmed, 6)
+        last["latency_ms_confirm_timings"] = [round(t, 6) for t in timings]
         values = {**values, "latency": confirmed}
         current["values"] = values
         current["latency_ms_confirmed"] = round(confirmed, 6)
-        budget = self.budget["latency"]
+        if len(timings) > 1:
+            self.say(
+                f"  timed {timings[0]:.3f} ms, over the budget its short timing "
+                f"({short:.3f} ms) was under; timed again: {timings[1]:.3f} ms"
+            )
         self.say(
             f"  confirmed {confirmed:.3f} ms against the budget's {budget:.3f} ms"
+            + ("" if len(timings) == 1 else " (the median of the three timings)")
             + ("" if confirmed <= budget else ": over it, the search goes on")
         )
         write_state(self.out, self.state)

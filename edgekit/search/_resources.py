@@ -353,13 +353,23 @@ class Meter:
         agrees = expected is None or expected <= 0 or abs(first / expected - 1) <= tolerance
         if cached or agrees or self.work_dir is None:
             return first, [first]
-        sample = self._calibration_images(model)[:1]
         timings = [first]
         for _ in range(retimes):
-            timings.append(self._time(self.artifacts[stem], sample, self.runs))
+            again = self.retime(model, stem)
+            if again is not None:
+                timings.append(again)
         latency = float(np.median(timings))
         self._measured[architecture_signature(model)] = latency
         return latency, timings
+
+    def retime(self, model: Any, stem: str, runs: int | None = None) -> float | None:
+        """Time again the artifact of ``model`` that :meth:`measure_ms` kept as ``stem``
+        (``runs`` inferences, default :attr:`runs`), without converting it again; None when
+        it was not kept (no :attr:`work_dir`)."""
+        path = self.artifacts.get(stem)
+        if self.work_dir is None or path is None or not Path(path).exists():
+            return None
+        return self._time(Path(path), self._calibration_images(model)[:1], runs or self.runs)
 
     def _calibration_images(self, model: Any) -> np.ndarray:
         # Calibration sets the int8 ranges, which do not change the latency: a few images do.

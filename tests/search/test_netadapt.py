@@ -525,6 +525,9 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
     over = [it for it in report["iterations"][:-1] if it["latency_ms_measured"] <= budget]
     assert over, "no network was under the budget short and over it long: nothing tested"
     assert all(it["latency_ms_confirmed"] > budget for it in over)
+    # Each reversal was timed long once more; both long timings agreed, so they decided.
+    assert all(len(it["latency_ms_confirm_timings"]) == 2 for it in over)
+    assert last["latency_ms_confirm_timings"] == [last["latency_ms_confirmed"]]
     assert all(
         it["latency_ms_measured"] > budget or it["latency_ms_confirmed"] > budget
         for it in report["iterations"][:-1]
@@ -572,6 +575,32 @@ def test_latency_search_confirms_by_measurement_and_the_result_trains_and_conver
     assert (out / "netadapt.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "netadapt.json").read_text())["status"] == "budget_met"
     assert not list(out.rglob("*.tmp")) and not (out / "proposals").exists()
+
+
+def test_a_long_timing_that_reverses_the_short_one_is_decided_by_a_third(
+    reference: tuple[Any, Path], tiny_profile: Path, digits32: Any, tmp_path: Path
+) -> None:
+    """The first confirming timing reads 1.3x (a one-off, as a host's slow state can give);
+    the network is under the budget in its short timing and in a second long one, so the
+    median of the three keeps it and the search ends there instead of pruning on."""
+    options = NetAdaptOptions(
+        budgets=("0.94x",), proposals=1, short_steps=2, long_epochs=0, init_fraction=0.03,
+        decay=1.0, measure_runs=5,
+    )  # fmt: skip
+    device = FakeDevice(spikes={"confirm_int8.tflite": 1.3})
+    report = netadapt(
+        reference[0], digits32, tmp_path / "lat", options, target="cpu", profile=tiny_profile,
+        executor=FakeDeviceExecutor(device),
+    )  # fmt: skip
+    assert report["status"] == "budget_met", report["message"]
+    budget = report["budget"]["latency"]["value"]
+    *before, last = report["iterations"]
+    assert all(it["latency_ms_measured"] > budget for it in before)  # the first under it
+    short = last["latency_ms_measured"]
+    assert short <= budget < 1.3 * short  # the spike alone would have reversed the verdict
+    first, again = last["latency_ms_confirm_timings"]
+    assert first == pytest.approx(1.3 * short, rel=1e-4) and again == pytest.approx(short, rel=1e-4)  # fmt: skip
+    assert last["latency_ms_confirmed"] == pytest.approx(short, rel=1e-4)
 
 
 def test_a_table_that_does_not_cover_the_network_gives_way_to_measurement(
