@@ -22,6 +22,27 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def umask() -> int:
+    """This process's umask: read where the system shows it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def set_default_mode(path: str | Path, directory: bool = False) -> None:
+    """Give ``path`` the mode ``open()`` or ``mkdir()`` would have given it (0666 or 0777
+    less the umask). ``mkstemp`` and ``mkdtemp`` create private files and folders (0600,
+    0700): renamed into place as they are, a deployed model or its output folder would be
+    unreadable to every other user, such as the service that serves it."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
     so a reader never sees a half-written file."""
@@ -30,6 +51,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        set_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -68,6 +90,7 @@ def staged_dir(final: str | Path, replace_if: str | None = None) -> Iterator[Pat
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    set_default_mode(stage, directory=True)
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")

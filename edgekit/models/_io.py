@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from edgekit._io import set_default_mode
 from edgekit.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ def save_keras_model(model: Any, path: str | Path) -> Path:
             copy = keras.models.clone_model(model)
             copy.set_weights(model.get_weights())
             copy.save(tmp)
+        set_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
