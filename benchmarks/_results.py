@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import re
 import tempfile
 import time
@@ -18,15 +17,10 @@ HEADER = (
 
 
 def host_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from edgekit.measure._bench import host_description
     from edgekit.measure.lut import best_int8_isa
+
+    cpu = host_description()["cpu"]
 
     # The model name alone does not tell hosts apart ("AMD EPYC" with AVX-512 VNNI and with
     # AVX2 only ran int8 MobileNets 2.2-3.6x apart): the best int8 instruction set does.

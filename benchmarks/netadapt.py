@@ -170,6 +170,7 @@ def pick_input_size(models: str, width: float, floor_ms: float = 1.0) -> tuple[i
     sizes = sorted({int(load_profile(n)["input_size"]) for n in names if n})
     names_list = [m.strip() for m in models.split(",") if m.strip()]
     timed: dict[int, dict[str, float]] = {}
+    chosen = sizes[-1]
     for size in sizes:
         meter = Meter(can_measure=True, threads=spec.threads, runs=50)
         timed[size] = {
@@ -182,8 +183,8 @@ def pick_input_size(models: str, width: float, floor_ms: float = 1.0) -> tuple[i
             f"input size {size}: " + ", ".join(f"{n} {ms:.3f} ms" for n, ms in timed[size].items())
         )
         if min(timed[size].values()) >= floor_ms:
+            chosen = size
             break
-    size = next((s for s in sizes if min(timed.get(s, {0: 0.0}).values()) >= floor_ms), sizes[-1])
     why = (
         f"input size chosen by --input-size auto: the smallest of the cpu target's table sizes "
         f"({', '.join(map(str, sizes))}) at which every model's int8 latency here was at least "
@@ -195,7 +196,7 @@ def pick_input_size(models: str, width: float, floor_ms: float = 1.0) -> tuple[i
         + " ms, untrained)"
     )
     print(why, file=sys.stderr)
-    return size, why
+    return chosen, why
 
 
 def write_charts(
