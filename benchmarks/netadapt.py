@@ -13,7 +13,7 @@ each search's wall time, go to benchmarks/RESULTS.md.
 
     python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176|auto]
         [--budgets 0.75x,0.5x] [--train-epochs 14] [--short-steps 15] [--long-epochs 5]
-        [--proposals 4] [--workers 2]
+        [--proposals 4] [--workers 2] [--distill]
 
 A smoke run on a tiny model checks the script itself in a few minutes:
 
@@ -79,6 +79,11 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=14)
     ap.add_argument("--short-steps", type=int, default=15)
     ap.add_argument("--long-epochs", type=int, default=5)
+    ap.add_argument(
+        "--distill",
+        action="store_true",
+        help="the long fine-tuning and every width of the baseline learn from the reference",
+    )
     ap.add_argument("--bn-batches", type=int, default=NetAdaptOptions.bn_batches)
     ap.add_argument("--learning-rate", type=float, default=NetAdaptOptions.learning_rate)
     ap.add_argument("--proposals", type=int, default=4)
@@ -249,6 +254,7 @@ def run_model(
             bn_batches=args.bn_batches,
             learning_rate=args.learning_rate,
             long_epochs=args.long_epochs,
+            distill=args.distill,
             init_fraction=args.init_fraction,
             decay=args.decay,
             measure_runs=args.runs,
@@ -291,7 +297,8 @@ def run_model(
         _say(f"{name} {budget}: accuracy {rows[-1]['acc']:.4f}, {wall / 60:.1f} min")
 
     epochs = max(r["epochs"] for r in rows)
-    baseline, baseline_s = train_baseline(zoo, data, work / "baseline", epochs, args)
+    teacher = model if args.distill else None
+    baseline, baseline_s = train_baseline(zoo, data, work / "baseline", epochs, args, teacher)
     for r in rows:
         r["baseline_s"] = baseline_s
     return rows, baseline
@@ -397,18 +404,26 @@ def judge(r: dict[str, Any]) -> None:
 
 
 def train_baseline(
-    zoo: Any, data: Any, work: Path, epochs: int, args: argparse.Namespace
+    zoo: Any,
+    data: Any,
+    work: Path,
+    epochs: int,
+    args: argparse.Namespace,
+    teacher: Any = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """The same architecture at uniform widths, each trained ``epochs`` epochs from scratch
-    as a search's own baseline is (:func:`edgekit.search.train_width`), with its int8
-    artifact and test accuracy."""
-    from edgekit.search import make_meter, train_width
+    as a search's own baseline is (:func:`edgekit.search.train_width`; with ``teacher``,
+    distilled from it every epoch), with its int8 artifact and test accuracy."""
+    from edgekit.search import NetAdaptOptions, make_meter, train_width
 
     meter = make_meter(["latency"], "cpu", None, True, work, data.x_train, runs=args.runs)
     baseline = []
     t0 = time.perf_counter()
     for multiplier in (float(w) for w in args.baseline_widths.split(",")):
-        _, entry = train_width(zoo, multiplier, epochs, data, meter, work, _say, seed=args.seed)
+        _, entry = train_width(
+            zoo, multiplier, epochs, data, meter, work, _say, seed=args.seed,
+            teacher=teacher, options=NetAdaptOptions(distill=teacher is not None),
+        )  # fmt: skip
         baseline.append(
             {"width": entry["width"], "accuracy": entry["accuracy"], "artifact": entry["artifact"]}
         )
@@ -456,7 +471,13 @@ def results_section(
             if args.bn_batches
             else ""
         )
-        + f"), {args.long_epochs} long epochs, "
+        + f"), {args.long_epochs} long epochs"
+        + (
+            " distilled from the reference (T = 4, labels weighted 0.5)"
+            if getattr(args, "distill", False)
+            else ""
+        )
+        + ", "
         f"reduction schedule {args.init_fraction:g} x {args.decay:g}^i of the reference's "
         "latency. Proposals are chosen from the cpu target's table for the input size "
         "(named below); each chosen network is timed side by side with the reference and "
@@ -480,7 +501,16 @@ def results_section(
         "The baseline is trained once per model for as many epochs as the "
         "longer search's result saw (reference training + short fine-tunings + long "
         "fine-tuning), so the shorter "
-        f"search's baseline trained longer than its result. Host: {host_line()}."
+        f"search's baseline trained longer than its result"
+        + (
+            "; with --distill every epoch of every width learns from the same reference "
+            "(distilled with the same settings as the long fine-tuning, at the learning rate "
+            "of plain training), which favours the baseline: NetAdapt's result learnt from it "
+            "only in its long fine-tuning"
+            if getattr(args, "distill", False)
+            else ""
+        )
+        + f". Host: {host_line()}."
         + (f" The {args.input_size_note}." if getattr(args, "input_size_note", None) else ""),
         "",
         "| model | budget | reference p50 ms (acc.) | budget ms | fresh p50 ms | fresh: result "

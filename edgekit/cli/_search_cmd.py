@@ -32,6 +32,7 @@ _RUN_OPTIONS = (
     "learning_rate",
     "long_epochs",
     "long_learning_rate",
+    "distill",
     "init_fraction",
     "decay",
     "max_iterations",
@@ -128,6 +129,13 @@ def _items(values: tuple[str, ...]) -> list[str]:
     default=1e-3,
     show_default=True,
     help="Initial learning rate of the result's long fine-tuning.",
+)
+@click.option(
+    "--distill/--no-distill",
+    default=False,
+    show_default=True,
+    help="Fine-tune the result by distillation from the reference (T=4, labels weighted "
+    "0.5); the width baseline is then distilled from it too.",
 )
 @click.option(
     "--init-fraction",
@@ -227,6 +235,7 @@ def netadapt_command(
     learning_rate: float,
     long_epochs: int,
     long_learning_rate: float,
+    distill: bool,
     init_fraction: float,
     decay: float,
     max_iterations: int,
@@ -296,6 +305,7 @@ def netadapt_command(
             learning_rate=learning_rate,
             long_epochs=long_epochs,
             long_learning_rate=long_learning_rate,
+            distill=distill,
             init_fraction=init_fraction,
             decay=decay,
             max_iterations=max_iterations,
@@ -335,6 +345,7 @@ def _start(
     learning_rate: float,
     long_epochs: int,
     long_learning_rate: float,
+    distill: bool,
     init_fraction: float,
     decay: float,
     max_iterations: int,
@@ -393,6 +404,7 @@ def _start(
         learning_rate=learning_rate,
         long_epochs=long_epochs,
         long_learning_rate=long_learning_rate,
+        distill=distill,
         init_fraction=init_fraction,
         decay=decay,
         max_iterations=max_iterations,
@@ -502,6 +514,14 @@ def _print_report(report: dict[str, Any]) -> None:
         table,
     )
     click.echo(report["message"])
+    opts = report.get("options") or {}
+    if opts.get("distill"):
+        click.echo(
+            "the result's long fine-tuning"
+            + (" and every width of the baseline" if report["width_baseline"] else "")
+            + f" learnt from the reference (distillation, T={opts['distill_temperature']:g}, "
+            f"labels weighted {opts['distill_lam']:g})"
+        )
     if report.get("width_baseline_note"):
         click.echo(report["width_baseline_note"])
     if report.get("verdict"):

@@ -8,7 +8,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ class Search:
     on_iteration: IterationHook | None
     opts: NetAdaptOptions = field(init=False)
     budget: dict[str, float] = field(init=False)
+    _teacher: Any = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.opts = NetAdaptOptions.from_dict(self.state["options"])
@@ -469,21 +470,40 @@ class Search:
         if epochs > 0:
             seed = derive_seed(self.opts.seed, "long")
             self.state["seeds"]["long"] = seed
-            self.say(f"fine-tuning the result for {epochs} epoch(s)")
             callbacks = self.training_callbacks(epochs) if self.training_callbacks else []
-            cfg = TrainConfig(
-                epochs=epochs,
-                batch_size=self.opts.batch_size,
-                learning_rate=self.opts.long_learning_rate,
-                seed=seed,
-            )
-            train_model(model, self.data, cfg, callbacks=callbacks)
+            if self.opts.distill:
+                self.say(
+                    f"fine-tuning the result for {epochs} epoch(s), distilled from the reference"
+                )
+                distill_from_reference(
+                    model, self.teacher(), self.data, self.opts, epochs,
+                    self.opts.long_learning_rate, seed, callbacks,
+                )  # fmt: skip
+            else:
+                self.say(f"fine-tuning the result for {epochs} epoch(s)")
+                cfg = TrainConfig(
+                    epochs=epochs,
+                    batch_size=self.opts.batch_size,
+                    learning_rate=self.opts.long_learning_rate,
+                    seed=seed,
+                )
+                train_model(model, self.data, cfg, callbacks=callbacks)
         path = save_keras_model(model, self.out / "result.keras")
         self.state["result"] = describe(model, self.data, self.meter, "result", path, self.say)
         self.state["result"]["values"] = self._values(model, self.state["result"])
         self.state["seconds"] = round(self.state["seconds"] + time.perf_counter() - t0, 2)
         self.state["phase"] = "baseline" if self._wants_baseline() else "confirm"
         write_state(self.out, self.state)
+
+    def teacher(self) -> Any:
+        """The reference (Net_0), the teacher of ``--distill``; loaded once."""
+        from edgekit.models._io import load_keras_model
+
+        if self._teacher is None:
+            self._teacher = load_keras_model(
+                self.out / "reference.keras", trust=self.state["trust_model"]
+            )
+        return self._teacher
 
     def _values(self, model: Any, described: dict[str, Any]) -> dict[str, float]:
         """A finished network's resources, its latency as measured when it was."""
@@ -548,6 +568,7 @@ class Search:
                 zoo, multiplier, epochs, self.data, self.meter, self.out / "baseline", self.say,
                 seed=self.opts.seed, batch_size=self.opts.batch_size,
                 callbacks=self.training_callbacks(epochs) if self.training_callbacks else None,
+                teacher=self.teacher() if self.opts.distill else None, options=self.opts,
             )  # fmt: skip
             entry["values"] = self._values(model, entry)
             self.state["width_baseline"].append(entry)
@@ -569,24 +590,40 @@ def train_width(
     seed: int = 0,
     batch_size: int = 32,
     callbacks: list[Any] | None = None,
+    teacher: Any = None,
+    options: NetAdaptOptions | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """One point of the width-multiplier baseline: ``zoo`` at ``multiplier`` times its
     width, trained ``epochs`` epochs from scratch (seeded from ``seed`` and the width),
     saved in ``folder`` and described (:func:`describe`: accuracy, cost, measured latency
     and artifact) as ``width_<width>``.
 
+    With a ``teacher`` (the reference, under ``--distill``) every epoch is distilled from it
+    (``options``' temperature and weight of the labels), at the learning rate of plain
+    training.
+
     Returns:
         The trained model and its entry (``width``, ``multiplier``, ``epochs``, ``seed``,
-        ``seconds`` besides what :func:`describe` gives).
+        ``seconds``, ``distilled`` besides what :func:`describe` gives).
     """
     from edgekit.models._io import save_keras_model
+    from edgekit.train import TrainConfig
 
     t0 = time.perf_counter()
     width = round(zoo.width * multiplier, 6)
-    say(f"baseline: {zoo.name} width {width:g}, {epochs} epochs")
+    how = ", distilled from the reference" if teacher is not None else ""
+    say(f"baseline: {zoo.name} width {width:g}, {epochs} epochs{how}")
     width_seed = derive_seed(seed, "baseline", width)
     spec = ZooSpec(zoo.name, width, zoo.input_size, epochs)
-    model = train_zoo_model(spec, data, width_seed, batch_size, callbacks or [])
+    if teacher is None:
+        model = train_zoo_model(spec, data, width_seed, batch_size, callbacks or [])
+    else:
+        model = train_zoo_model(replace(spec, train_epochs=0), data, width_seed, batch_size)
+        opts = replace(options or NetAdaptOptions(), batch_size=batch_size)
+        distill_from_reference(
+            model, teacher, data, opts, epochs, TrainConfig.learning_rate, width_seed,
+            callbacks or [],
+        )  # fmt: skip
     path = save_keras_model(model, folder / f"width_{width:g}.keras")
     entry = describe(model, data, meter, f"width_{width:g}", path, say)
     entry.update(
@@ -596,9 +633,42 @@ def train_width(
             "epochs": epochs,
             "seed": width_seed,
             "seconds": round(time.perf_counter() - t0, 2),
+            "distilled": teacher is not None,
         }
     )
     return model, entry
+
+
+def distill_from_reference(
+    model: Any,
+    teacher: Any,
+    data: Dataset,
+    opts: NetAdaptOptions,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+    callbacks: list[Any],
+) -> None:
+    """Train ``model`` ``epochs`` epochs by distillation from ``teacher`` (``opts``'
+    temperature, weight of the labels and batch size; cosine decay from ``learning_rate``)."""
+    from edgekit.compress._steps import StepContext
+    from edgekit.compress.distill import distill
+
+    ctx = StepContext(
+        data=data,
+        seed=seed,
+        batch_size=opts.batch_size,
+        training_callbacks=(lambda _epochs: callbacks) if callbacks else None,
+    )
+    distill(
+        model,
+        teacher,
+        ctx,
+        epochs=epochs,
+        temperature=opts.distill_temperature,
+        lam=opts.distill_lam,
+        learning_rate=learning_rate,
+    )
 
 
 # --------------------------------------------------------------------------- helpers

@@ -41,6 +41,14 @@ class NetAdaptOptions:
             networks: validation accuracy 0.948/0.933/0.959 at 1e-3, 0.985/0.970/0.982 at
             3e-4, 0.985/0.952/0.974 at 1e-4).
         long_learning_rate: initial learning rate of the long fine-tuning.
+        distill: the long fine-tuning learns from the reference (knowledge distillation,
+            :func:`edgekit.compress.distill.distill`: the reference's softened outputs and
+            the labels) instead of from the labels alone. The width baseline is then
+            distilled from the same reference for all of its epochs, so the comparison
+            stays like for like (it favours the baseline, which learns from the reference
+            from its first epoch).
+        distill_temperature: softmax temperature T of the distillation loss.
+        distill_lam: weight of the labels' cross-entropy in the distillation loss.
         criterion: channel importance: ``l1`` (the paper's) or ``l2``.
         bn_batches: training batches each proposal's BatchNormalization statistics are
             re-estimated on, after pruning and after its short fine-tuning (0: never). Pruning
@@ -74,6 +82,9 @@ class NetAdaptOptions:
     batch_size: int = 32
     learning_rate: float = 1e-3
     long_learning_rate: float = 1e-3
+    distill: bool = False
+    distill_temperature: float = 4.0
+    distill_lam: float = 0.5
     criterion: str = "l1"
     bn_batches: int = 0
     channel_multiple: int | None = None
@@ -127,6 +138,14 @@ class NetAdaptOptions:
         for name, option in (("learning_rate", "--learning-rate"), ("long_learning_rate", "--long-learning-rate")):  # fmt: skip
             value = getattr(self, name)
             need(_is_num(value) and value > 0, option, value, "a number > 0")
+        need(isinstance(self.distill, bool), "--distill", self.distill, "true or false")
+        need(_is_num(self.distill_temperature) and self.distill_temperature > 0, "--distill-temperature", self.distill_temperature, "a number > 0")  # fmt: skip
+        need(_is_num(self.distill_lam) and self.distill_lam >= 0, "--distill-lam", self.distill_lam, "a number >= 0")  # fmt: skip
+        if self.distill and self.long_epochs == 0:
+            raise BadInputError(
+                "--distill teaches the long fine-tuning from the reference, but --long-epochs "
+                "is 0; give --long-epochs 1 or more, or drop --distill"
+            )
         need(self.criterion in CRITERIA, "criterion", self.criterion, f"one of {', '.join(CRITERIA)}")  # fmt: skip
         need(
             self.channel_multiple is None

@@ -4,6 +4,7 @@ bad input through the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from edgekit.search import (
     Meter,
     NetAdaptOptions,
     SerialExecutor,
+    ZooSpec,
     fewest_channels_removed,
     fine_tune_steps,
     iteration_target,
@@ -948,6 +950,39 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
     assert "for a budget of 1000" in text and ": NOT met" in text
 
 
+def test_distill_teaches_the_result_and_every_baseline_width_from_the_reference(
+    reference: tuple[Any, Path], digits32: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With distillation the long fine-tuning and the width baseline learn from the
+    reference, not from the labels. Trained on labels shifted by one class and with the
+    labels' weight at 0, they go on predicting the true classes; trained plainly on the
+    same labels, they learn the shift."""
+    shifted = dataclasses.replace(digits32, y_train=(digits32.y_train + 1) % 10)
+    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
+    run = {**MACS_RUN, "long_epochs": 2, "baseline": True, "baseline_widths": (0.5,)}
+    reports = {}
+    for distill in (False, True):
+        options = NetAdaptOptions(**run, distill=distill, distill_lam=0.0)
+        out = tmp_path / f"distill_{distill}"
+        reports[distill] = netadapt(reference[0], shifted, out, options, zoo=zoo)
+    plain, taught = reports[False], reports[True]
+    ref_acc = plain["reference"]["accuracy"]
+    assert ref_acc > 0.5
+    # The search itself is the same: the same seeds, the same short fine-tunings.
+    assert [it["group"] for it in taught["iterations"]] == [
+        it["group"] for it in plain["iterations"]
+    ]
+    assert taught["options"]["distill"] is True and plain["options"]["distill"] is False
+    assert plain["result"]["accuracy"] < 0.25
+    assert taught["result"]["accuracy"] > ref_acc - 0.15
+    (plain_base,), (taught_base,) = plain["width_baseline"], taught["width_baseline"]
+    assert plain_base["distilled"] is False and taught_base["distilled"] is True
+    assert taught_base["epochs"] == plain_base["epochs"]
+    assert plain_base["accuracy"] < 0.25 < 0.4 < taught_base["accuracy"]
+    _print_report(taught)
+    assert "and every width of the baseline learnt from the reference" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -968,6 +1003,7 @@ def test_unreachable_budget_stops_keeps_the_last_network_and_runs_the_baseline(
         (["--bn-batches", "-1"], "--bn-batches must be an integer >= 0; got -1", 2),
         (["--learning-rate", "0"], "--learning-rate must be a number > 0; got 0.0", 2),
         (["--long-learning-rate", "-1"], "--long-learning-rate must be a number > 0", 2),
+        (["--distill", "--long-epochs", "0"], "--distill teaches the long fine-tuning", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
         (["--target", "jetson", "--device", "agent://127.0.0.1:1"], "but target 'jetson' runs", 2),
         (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
