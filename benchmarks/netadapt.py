@@ -414,7 +414,7 @@ def train_baseline(
     """The same architecture at uniform widths, each trained ``epochs`` epochs from scratch
     as a search's own baseline is (:func:`edgekit.search.train_width`; with ``teacher``,
     distilled from it every epoch), with its int8 artifact and test accuracy."""
-    from edgekit.search import NetAdaptOptions, make_meter, train_width
+    from edgekit.search import make_meter, train_width
 
     meter = make_meter(["latency"], "cpu", None, True, work, data.x_train, runs=args.runs)
     baseline = []
@@ -422,7 +422,7 @@ def train_baseline(
     for multiplier in (float(w) for w in args.baseline_widths.split(",")):
         _, entry = train_width(
             zoo, multiplier, epochs, data, meter, work, _say, seed=args.seed,
-            teacher=teacher, options=NetAdaptOptions(distill=teacher is not None),
+            teacher=teacher,
         )  # fmt: skip
         baseline.append(
             {"width": entry["width"], "accuracy": entry["accuracy"], "artifact": entry["artifact"]}

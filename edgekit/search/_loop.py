@@ -476,8 +476,9 @@ class Search:
                     f"fine-tuning the result for {epochs} epoch(s), distilled from the reference"
                 )
                 distill_from_reference(
-                    model, self.teacher(), self.data, self.opts, epochs,
-                    self.opts.long_learning_rate, seed, callbacks,
+                    model, self.teacher(), self.data, epochs, self.opts.long_learning_rate,
+                    seed, callbacks, batch_size=self.opts.batch_size,
+                    temperature=self.opts.distill_temperature, lam=self.opts.distill_lam,
                 )  # fmt: skip
             else:
                 self.say(f"fine-tuning the result for {epochs} epoch(s)")
@@ -568,7 +569,8 @@ class Search:
                 zoo, multiplier, epochs, self.data, self.meter, self.out / "baseline", self.say,
                 seed=self.opts.seed, batch_size=self.opts.batch_size,
                 callbacks=self.training_callbacks(epochs) if self.training_callbacks else None,
-                teacher=self.teacher() if self.opts.distill else None, options=self.opts,
+                teacher=self.teacher() if self.opts.distill else None,
+                temperature=self.opts.distill_temperature, lam=self.opts.distill_lam,
             )  # fmt: skip
             entry["values"] = self._values(model, entry)
             self.state["width_baseline"].append(entry)
@@ -591,7 +593,8 @@ def train_width(
     batch_size: int = 32,
     callbacks: list[Any] | None = None,
     teacher: Any = None,
-    options: NetAdaptOptions | None = None,
+    temperature: float = NetAdaptOptions.distill_temperature,
+    lam: float = NetAdaptOptions.distill_lam,
 ) -> tuple[Any, dict[str, Any]]:
     """One point of the width-multiplier baseline: ``zoo`` at ``multiplier`` times its
     width, trained ``epochs`` epochs from scratch (seeded from ``seed`` and the width),
@@ -599,7 +602,7 @@ def train_width(
     and artifact) as ``width_<width>``.
 
     With a ``teacher`` (the reference, under ``--distill``) every epoch is distilled from it
-    (``options``' temperature and weight of the labels), at the learning rate of plain
+    (softmax ``temperature``, labels weighted ``lam``), at the learning rate of plain
     training.
 
     Returns:
@@ -619,10 +622,9 @@ def train_width(
         model = train_zoo_model(spec, data, width_seed, batch_size, callbacks or [])
     else:
         model = train_zoo_model(replace(spec, train_epochs=0), data, width_seed, batch_size)
-        opts = replace(options or NetAdaptOptions(), batch_size=batch_size)
         distill_from_reference(
-            model, teacher, data, opts, epochs, TrainConfig.learning_rate, width_seed,
-            callbacks or [],
+            model, teacher, data, epochs, TrainConfig.learning_rate, width_seed,
+            callbacks or [], batch_size=batch_size, temperature=temperature, lam=lam,
         )  # fmt: skip
     path = save_keras_model(model, folder / f"width_{width:g}.keras")
     entry = describe(model, data, meter, f"width_{width:g}", path, say)
@@ -643,21 +645,24 @@ def distill_from_reference(
     model: Any,
     teacher: Any,
     data: Dataset,
-    opts: NetAdaptOptions,
     epochs: int,
     learning_rate: float,
     seed: int,
     callbacks: list[Any],
+    *,
+    batch_size: int,
+    temperature: float,
+    lam: float,
 ) -> None:
-    """Train ``model`` ``epochs`` epochs by distillation from ``teacher`` (``opts``'
-    temperature, weight of the labels and batch size; cosine decay from ``learning_rate``)."""
+    """Train ``model`` ``epochs`` epochs by distillation from ``teacher`` (softmax
+    ``temperature``, labels weighted ``lam``; cosine decay from ``learning_rate``)."""
     from edgekit.compress._steps import StepContext
     from edgekit.compress.distill import distill
 
     ctx = StepContext(
         data=data,
         seed=seed,
-        batch_size=opts.batch_size,
+        batch_size=batch_size,
         training_callbacks=(lambda _epochs: callbacks) if callbacks else None,
     )
     distill(
@@ -665,8 +670,8 @@ def distill_from_reference(
         teacher,
         ctx,
         epochs=epochs,
-        temperature=opts.distill_temperature,
-        lam=opts.distill_lam,
+        temperature=temperature,
+        lam=lam,
         learning_rate=learning_rate,
     )
 
