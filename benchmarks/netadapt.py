@@ -476,6 +476,8 @@ def results_section(
     data: Any,
     args: argparse.Namespace,
 ) -> str:
+    from edgekit.search import NetAdaptOptions
+
     size = args.input_size
     lines = [
         f"## {args.section}: NetAdapt vs width multipliers on --target cpu (LiteRT int8, "
@@ -493,7 +495,8 @@ def results_section(
         )
         + f"), {args.long_epochs} long epochs"
         + (
-            " distilled from the reference (T = 4, labels weighted 0.5)"
+            f" distilled from the reference (T = {NetAdaptOptions.distill_temperature:g}, "
+            f"labels weighted {NetAdaptOptions.distill_lam:g})"
             if getattr(args, "distill", False)
             else ""
         )
