@@ -33,6 +33,8 @@ _RUN_OPTIONS = (
     "long_epochs",
     "long_learning_rate",
     "distill",
+    "distill_temperature",
+    "distill_lam",
     "init_fraction",
     "decay",
     "max_iterations",
@@ -134,8 +136,22 @@ def _items(values: tuple[str, ...]) -> list[str]:
     "--distill/--no-distill",
     default=False,
     show_default=True,
-    help="Fine-tune the result by distillation from the reference (T=4, labels weighted "
-    "0.5); the width baseline is then distilled from it too.",
+    help="Fine-tune the result by distillation from the reference; the width baseline is "
+    "then distilled from it too.",
+)
+@click.option(
+    "--distill-temperature",
+    type=float,
+    default=4.0,
+    show_default=True,
+    help="With --distill: the softmax temperature T of the reference's soft labels.",
+)
+@click.option(
+    "--distill-lam",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="With --distill: the weight of the true labels' cross-entropy in the loss.",
 )
 @click.option(
     "--init-fraction",
@@ -236,6 +252,8 @@ def netadapt_command(
     long_epochs: int,
     long_learning_rate: float,
     distill: bool,
+    distill_temperature: float,
+    distill_lam: float,
     init_fraction: float,
     decay: float,
     max_iterations: int,
@@ -265,6 +283,14 @@ def netadapt_command(
     from edgekit.cli._console import CliProgress, print_json
     from edgekit.search import make_executor, resume
 
+    for name in ("distill_temperature", "distill_lam"):
+        on_line = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        if on_line and not distill and resume_dir is None:
+            flag = "--" + name.replace("_", "-")
+            raise BadInputError(
+                f"{flag} sets the distillation, which runs only with --distill; got "
+                f"{flag} {ctx.params[name]:g} without it: add --distill or drop {flag}"
+            )
     progress = CliProgress()
     executor = make_executor(workers, ray_address, ray_device_resource)
     if resume_dir is not None:
@@ -306,6 +332,8 @@ def netadapt_command(
             long_epochs=long_epochs,
             long_learning_rate=long_learning_rate,
             distill=distill,
+            distill_temperature=distill_temperature,
+            distill_lam=distill_lam,
             init_fraction=init_fraction,
             decay=decay,
             max_iterations=max_iterations,
@@ -346,6 +374,8 @@ def _start(
     long_epochs: int,
     long_learning_rate: float,
     distill: bool,
+    distill_temperature: float,
+    distill_lam: float,
     init_fraction: float,
     decay: float,
     max_iterations: int,
@@ -405,6 +435,8 @@ def _start(
         long_epochs=long_epochs,
         long_learning_rate=long_learning_rate,
         distill=distill,
+        distill_temperature=distill_temperature,
+        distill_lam=distill_lam,
         init_fraction=init_fraction,
         decay=decay,
         max_iterations=max_iterations,

@@ -983,6 +983,38 @@ def test_distill_teaches_the_result_and_every_baseline_width_from_the_reference(
     assert "and every width of the baseline learnt from the reference" in capsys.readouterr().out
 
 
+def test_the_cli_hands_the_distillation_settings_to_the_search(
+    reference: tuple[Any, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edgekit.search
+
+    def record(net: Any, dataset: Any, out: Path, options: NetAdaptOptions, **_: Any) -> dict:
+        return {"options": options.as_dict()}
+
+    monkeypatch.setattr(edgekit.search, "netadapt", record)
+    base = [
+        "search", "netadapt", str(reference[1]), "--target", "cpu", "--resource", "macs",
+        "--budget", "0.5x", "--out", str(tmp_path / "out"), "--json",
+    ]  # fmt: skip
+    code, stdout, err = _run(
+        [*base, "--distill", "--distill-temperature", "2.5", "--distill-lam", "0.25"], capsys
+    )
+    assert code == 0, err
+    options = json.loads(stdout)["options"]
+    assert (options["distill"], options["distill_temperature"], options["distill_lam"]) == (
+        True, 2.5, 0.25,
+    )  # fmt: skip
+    code, stdout, err = _run(base, capsys)
+    assert code == 0, err
+    options = json.loads(stdout)["options"]
+    assert (options["distill"], options["distill_temperature"], options["distill_lam"]) == (
+        False, NetAdaptOptions.distill_temperature, NetAdaptOptions.distill_lam,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -1004,6 +1036,13 @@ def test_distill_teaches_the_result_and_every_baseline_width_from_the_reference(
         (["--learning-rate", "0"], "--learning-rate must be a number > 0; got 0.0", 2),
         (["--long-learning-rate", "-1"], "--long-learning-rate must be a number > 0", 2),
         (["--distill", "--long-epochs", "0"], "--distill teaches the long fine-tuning", 2),
+        (
+            ["--distill", "--distill-temperature", "0"],
+            "--distill-temperature must be a number > 0",
+            2,
+        ),
+        (["--distill", "--distill-lam", "-1"], "--distill-lam must be a number >= 0; got -1.0", 2),
+        (["--distill-lam", "0.2"], "--distill-lam 0.2 without it: add --distill", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
         (["--target", "jetson", "--device", "agent://127.0.0.1:1"], "but target 'jetson' runs", 2),
         (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
