@@ -13,7 +13,8 @@ each search's wall time, go to benchmarks/RESULTS.md.
 
     python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176|auto]
         [--budgets 0.75x,0.5x] [--train-epochs 14] [--short-steps 15] [--long-epochs 5]
-        [--proposals 4] [--workers 2] [--distill] [--data digits|FILE.npz]
+        [--proposals 4] [--workers 2] [--distill] [--final fine-tune|scratch]
+        [--data digits|FILE.npz]
 
 A harder task than digits, where a network's width costs accuracy: make it once with
 `python benchmarks/clutter_digits.py --out clutter_digits.npz`, then pass
@@ -92,6 +93,13 @@ def main() -> None:
         "--distill",
         action="store_true",
         help="the long fine-tuning and every width of the baseline learn from the reference",
+    )
+    ap.add_argument(
+        "--final",
+        choices=["fine-tune", "scratch"],
+        default=NetAdaptOptions.final,
+        help="scratch: each result is its searched architecture trained from fresh weights "
+        "as long as the width baseline",
     )
     ap.add_argument("--bn-batches", type=int, default=NetAdaptOptions.bn_batches)
     ap.add_argument("--learning-rate", type=float, default=NetAdaptOptions.learning_rate)
@@ -273,6 +281,7 @@ def run_model(
             bn_batches=args.bn_batches,
             learning_rate=args.learning_rate,
             long_epochs=args.long_epochs,
+            final=args.final,
             distill=args.distill,
             init_fraction=args.init_fraction,
             decay=args.decay,
@@ -304,6 +313,7 @@ def run_model(
                     args.train_epochs, len(report["iterations"]), options, len(data.x_train)
                 ),
                 "wall": wall,
+                "final": report["result"]["training"],
                 "train_s": train_s,
                 "latency_from": report["latency_source"]
                 + (f" (table {report['profile']})" if report.get("profile") else ""),
@@ -493,7 +503,13 @@ def results_section(
             if args.bn_batches
             else ""
         )
-        + f"), {args.long_epochs} long epochs"
+        + (
+            "), no long fine-tuning: with --final scratch each result is its searched "
+            "architecture trained from fresh weights with the baseline's recipe, for as many "
+            "epochs as a fine-tuned result's weights would have seen (below)"
+            if getattr(args, "final", "fine-tune") == "scratch"
+            else f"), {args.long_epochs} long epochs"
+        )
         + (
             f" distilled from the reference (T = {NetAdaptOptions.distill_temperature:g}, "
             f"labels weighted {NetAdaptOptions.distill_lam:g})"
@@ -578,6 +594,11 @@ def results_section(
             if r.get("fresh_ref"):
                 own += "; the reference's fresh p50s: " + ", ".join(
                     f"{v:.3f}" for v in r["fresh_ref"]
+                )
+            if (r.get("final") or {}).get("how") == "scratch":
+                own += (
+                    f"; trained from fresh weights {r['final']['epochs']} epochs in "
+                    f"{r['final']['seconds'] / 60:.1f} min (in the search wall time)"
                 )
             lines.append(
                 f"  - {r['budget']} chose: {chain}{own} (chart: [{args.section}/{name}_"

@@ -32,6 +32,8 @@ _RUN_OPTIONS = (
     "learning_rate",
     "long_epochs",
     "long_learning_rate",
+    "final",
+    "final_epochs",
     "distill",
     "distill_temperature",
     "distill_lam",
@@ -131,6 +133,22 @@ def _items(values: tuple[str, ...]) -> list[str]:
     default=1e-3,
     show_default=True,
     help="Initial learning rate of the result's long fine-tuning.",
+)
+@click.option(
+    "--final",
+    type=click.Choice(["fine-tune", "scratch"]),
+    default="fine-tune",
+    show_default=True,
+    help="How the searched network becomes the result: fine-tune its weights --long-epochs "
+    "(the paper's), or keep only its architecture and train it from fresh weights as long "
+    "as the width baseline.",
+)
+@click.option(
+    "--final-epochs",
+    type=int,
+    default=None,
+    help="With --final scratch: epochs to train the result (and the width baseline) "
+    "[default: the reference's training plus the search's; needed for a .keras MODEL].",
 )
 @click.option(
     "--distill/--no-distill",
@@ -251,6 +269,8 @@ def netadapt_command(
     learning_rate: float,
     long_epochs: int,
     long_learning_rate: float,
+    final: str,
+    final_epochs: int | None,
     distill: bool,
     distill_temperature: float,
     distill_lam: float,
@@ -331,6 +351,8 @@ def netadapt_command(
             learning_rate=learning_rate,
             long_epochs=long_epochs,
             long_learning_rate=long_learning_rate,
+            final=final,
+            final_epochs=final_epochs,
             distill=distill,
             distill_temperature=distill_temperature,
             distill_lam=distill_lam,
@@ -373,6 +395,8 @@ def _start(
     learning_rate: float,
     long_epochs: int,
     long_learning_rate: float,
+    final: str,
+    final_epochs: int | None,
     distill: bool,
     distill_temperature: float,
     distill_lam: float,
@@ -434,6 +458,8 @@ def _start(
         learning_rate=learning_rate,
         long_epochs=long_epochs,
         long_learning_rate=long_learning_rate,
+        final=final,
+        final_epochs=final_epochs,
         distill=distill,
         distill_temperature=distill_temperature,
         distill_lam=distill_lam,
@@ -547,9 +573,16 @@ def _print_report(report: dict[str, Any]) -> None:
     )
     click.echo(report["message"])
     opts = report.get("options") or {}
+    training = (report["result"] or {}).get("training") or {}
+    if training.get("how") == "scratch":
+        click.echo(
+            f"the result is the searched architecture trained from fresh weights for "
+            f"{training['epochs']} epochs (--final scratch), as long as the width baseline"
+        )
     if opts.get("distill"):
         click.echo(
-            "the result's long fine-tuning"
+            "the result's "
+            + ("training" if training.get("how") == "scratch" else "long fine-tuning")
             + (" and every width of the baseline" if report["width_baseline"] else "")
             + f" learnt from the reference (distillation, T={opts['distill_temperature']:g}, "
             f"labels weighted {opts['distill_lam']:g})"

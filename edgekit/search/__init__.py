@@ -20,7 +20,7 @@ from edgekit.search._executor import (
     make_executor,
     run_proposal,
 )
-from edgekit.search._loop import result_epochs, train_width
+from edgekit.search._loop import result_epochs, train_from_scratch, train_width
 from edgekit.search._report import write_chart
 from edgekit.search._resources import (
     Budget,
@@ -93,6 +93,7 @@ __all__ = [
     "result_epochs",
     "resume",
     "run_proposal",
+    "train_from_scratch",
     "train_width",
     "train_zoo_model",
     "write_chart",

@@ -466,8 +466,24 @@ class Search:
         model = load_keras_model(
             self.out / self.state["current"]["model"], trust=self.state["trust_model"]
         )
-        epochs = self.opts.long_epochs
-        if epochs > 0:
+        teacher = self.teacher() if self.opts.distill else None
+        if self.opts.final == "scratch":
+            epochs = self.baseline_epochs()
+            seed = derive_seed(self.opts.seed, "scratch")
+            self.state["seeds"]["scratch"] = seed
+            how = ", distilled from the reference" if teacher is not None else ""
+            self.say(
+                f"training the searched architecture from fresh weights for {epochs} "
+                f"epoch(s){how} (--final scratch)"
+            )
+            model = train_from_scratch(
+                model, self.data, epochs, seed, batch_size=self.opts.batch_size,
+                callbacks=self.training_callbacks(epochs) if self.training_callbacks else None,
+                teacher=teacher, temperature=self.opts.distill_temperature,
+                lam=self.opts.distill_lam,
+            )  # fmt: skip
+            training = {"how": "scratch", "epochs": epochs, "seed": seed}
+        elif (epochs := self.opts.long_epochs) > 0:
             seed = derive_seed(self.opts.seed, "long")
             self.state["seeds"]["long"] = seed
             callbacks = self.training_callbacks(epochs) if self.training_callbacks else []
@@ -476,7 +492,7 @@ class Search:
                     f"fine-tuning the result for {epochs} epoch(s), distilled from the reference"
                 )
                 distill_from_reference(
-                    model, self.teacher(), self.data, epochs, self.opts.long_learning_rate,
+                    model, teacher, self.data, epochs, self.opts.long_learning_rate,
                     seed, callbacks, batch_size=self.opts.batch_size,
                     temperature=self.opts.distill_temperature, lam=self.opts.distill_lam,
                 )  # fmt: skip
@@ -489,8 +505,14 @@ class Search:
                     seed=seed,
                 )
                 train_model(model, self.data, cfg, callbacks=callbacks)
+            training = {"how": "fine-tune", "epochs": epochs, "seed": seed}
+        else:
+            training = {"how": "fine-tune", "epochs": 0, "seed": None}
+        training["distilled"] = teacher is not None and training["epochs"] > 0
+        training["seconds"] = round(time.perf_counter() - t0, 2)
         path = save_keras_model(model, self.out / "result.keras")
         self.state["result"] = describe(model, self.data, self.meter, "result", path, self.say)
+        self.state["result"]["training"] = training
         self.state["result"]["values"] = self._values(model, self.state["result"])
         self.state["seconds"] = round(self.state["seconds"] + time.perf_counter() - t0, 2)
         self.state["phase"] = "baseline" if self._wants_baseline() else "confirm"
@@ -549,7 +571,11 @@ class Search:
         return bool(self.opts.baseline and self.state.get("zoo"))
 
     def baseline_epochs(self) -> int:
-        """Epochs the NetAdapt result's weights saw (see :func:`result_epochs`)."""
+        """Epochs of the width baseline: those a fine-tuned NetAdapt result's weights see
+        (see :func:`result_epochs`), or ``--final-epochs``. Under ``--final scratch`` the
+        result trains this long too."""
+        if self.opts.final_epochs is not None:
+            return self.opts.final_epochs
         zoo = self.state["zoo"] or {}
         return result_epochs(
             int(zoo.get("train_epochs", 0)),
@@ -639,6 +665,42 @@ def train_width(
         }
     )
     return model, entry
+
+
+def train_from_scratch(
+    model: Any,
+    data: Dataset,
+    epochs: int,
+    seed: int,
+    *,
+    batch_size: int = 32,
+    callbacks: list[Any] | None = None,
+    teacher: Any = None,
+    temperature: float = NetAdaptOptions.distill_temperature,
+    lam: float = NetAdaptOptions.distill_lam,
+) -> Any:
+    """``model``'s architecture (layers, names, channel counts) with fresh weights drawn
+    from ``seed``, trained ``epochs`` epochs from scratch with the width baseline's recipe
+    (:class:`edgekit.train.TrainConfig`'s learning rate and schedule; with a ``teacher``,
+    distilled from it every epoch, as the baseline is under ``--distill``).
+
+    Returns:
+        The new model; ``model`` is not modified.
+    """
+    from edgekit._keras import keras
+    from edgekit.train import TrainConfig, set_seed, train_model
+
+    set_seed(seed)  # the initial weights too
+    fresh = keras.models.clone_model(model)
+    if teacher is None:
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed)
+        train_model(fresh, data, cfg, callbacks=callbacks or [])
+    else:
+        distill_from_reference(
+            fresh, teacher, data, epochs, TrainConfig.learning_rate, seed, callbacks or [],
+            batch_size=batch_size, temperature=temperature, lam=lam,
+        )  # fmt: skip
+    return fresh
 
 
 def distill_from_reference(

@@ -31,8 +31,10 @@ resources (a table, MACs, size) make a run exactly reproducible; measured latenc
 It stops when every budget is met (status ``budget_met``), when no group can reach an
 iteration's targets (``budget_unreachable``: the last network is kept), or after
 ``max_iterations`` (``max_iterations``); the network is then fine-tuned ``long_epochs``
-epochs. Every iteration is checkpointed in the output folder (the network as ``.keras`` and
-a JSON state, each written atomically); :func:`resume` continues a killed run and ends with
+epochs (or, with ``final="scratch"``, only its architecture is kept: it is trained from
+fresh weights as long as the width baseline). Every iteration is checkpointed in the
+output folder (the network as ``.keras`` and a JSON state, each written atomically);
+:func:`resume` continues a killed run and ends with
 what the uninterrupted run would have given, because every random choice is seeded from
 the run's seed and the checkpointed network is what the next iteration reads in either case.
 
@@ -157,6 +159,12 @@ def netadapt(
         raise BadInputError(
             "the width-multiplier baseline needs a zoo model: pass --model ZOO_NAME "
             "(not a .keras file), or --no-baseline"
+        )
+    if zoo is None and opts.final == "scratch" and opts.final_epochs is None:
+        raise BadInputError(
+            "--final scratch trains the result from fresh weights as long as the reference "
+            "trained plus the search, but a .keras reference does not say how long it "
+            "trained: give --final-epochs N"
         )
     from edgekit.measure.lut import save_profile
     from edgekit.models._io import save_keras_model

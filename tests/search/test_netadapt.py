@@ -40,7 +40,9 @@ from edgekit.search import (
     parse_budget,
     reduction_schedule,
     resource_reduction,
+    result_epochs,
     resume,
+    train_from_scratch,
 )
 from edgekit.search._loop import latency_margin
 from edgekit.search._resources import plan_evaluator
@@ -983,6 +985,74 @@ def test_distill_teaches_the_result_and_every_baseline_width_from_the_reference(
     assert "and every width of the baseline learnt from the reference" in capsys.readouterr().out
 
 
+def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
+    reference: tuple[Any, Path],
+    digits32: Any,
+    uninterrupted: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--final scratch runs the same search, keeps only the architecture of its network and
+    trains that from fresh weights (drawn from the run's seed) for as many epochs as the
+    width baseline; a kill during that training resumes to the same result."""
+    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
+    options = NetAdaptOptions(**MACS_RUN, final="scratch", baseline=True, baseline_widths=(0.5,))
+    report = netadapt(reference[0], digits32, tmp_path / "run", options, zoo=zoo)
+    assert [_comparable(it) for it in report["iterations"]] == [
+        _comparable(it) for it in uninterrupted["iterations"]
+    ]
+    # With --long-epochs 0, the fine-tuning run's result is the search's own network.
+    searched = load_keras_model(uninterrupted["result"]["model"])
+    result = load_keras_model(report["result"]["model"])
+    assert _channels(report["result"]["model"]) == _channels(uninterrupted["result"]["model"])
+    assert [layer.name for layer in result.layers] == [layer.name for layer in searched.layers]
+    training, (base,) = report["result"]["training"], report["width_baseline"]
+    epochs = result_epochs(2, len(report["iterations"]), options, len(digits32.x_train))
+    assert training["how"] == "scratch" and training["distilled"] is False
+    assert training["epochs"] == base["epochs"] == epochs >= 3
+    assert training["seconds"] > 0
+    assert {k: v for k, v in uninterrupted["result"]["training"].items() if k != "seconds"} == {
+        "how": "fine-tune", "epochs": 0, "seed": None, "distilled": False,
+    }  # fmt: skip
+    assert not np.allclose(result.get_weights()[0], searched.get_weights()[0])
+    # Nothing of the searched weights is kept: the same architecture with its weights
+    # replaced by noise, trained with the recorded seed and epochs, gives the same result.
+    scrambled = keras.models.clone_model(searched)
+    rng = np.random.default_rng(1)
+    scrambled.set_weights([rng.normal(size=w.shape) for w in searched.get_weights()])
+    again = train_from_scratch(scrambled, digits32, training["epochs"], training["seed"])
+    sample = digits32.x_test[:64]
+    expected = result.predict(sample, verbose=0)
+    np.testing.assert_allclose(again.predict(sample, verbose=0), expected, atol=1e-5)
+    assert report["result"]["accuracy"] > 0.2  # trained, not left at chance (0.1)
+    _print_report(report)
+    printed = capsys.readouterr().out
+    assert f"trained from fresh weights for {epochs} epochs (--final scratch)" in printed
+
+    class Killed(Exception):
+        pass
+
+    class KillAtFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            raise Killed
+
+    out = tmp_path / "killed"
+    with pytest.raises(Killed):
+        netadapt(
+            reference[0], digits32, out, dataclasses.replace(options, baseline=False),
+            zoo=zoo, data_source="digits", training_callbacks=lambda _: [KillAtFirstEpoch()],
+        )  # fmt: skip
+    state = json.loads((out / STATE).read_text())
+    assert state["phase"] == "finetune" and not (out / "result.keras").exists()
+    resumed = resume(out)
+    assert {k: v for k, v in resumed["result"]["training"].items() if k != "seconds"} == {
+        k: v for k, v in training.items() if k != "seconds"
+    }
+    resumed_model = load_keras_model(resumed["result"]["model"])
+    np.testing.assert_allclose(resumed_model.predict(sample, verbose=0), expected, atol=1e-5)
+    assert resumed["result"]["accuracy"] == report["result"]["accuracy"]
+
+
 def test_the_cli_hands_the_distillation_settings_to_the_search(
     reference: tuple[Any, Path],
     tmp_path: Path,
@@ -1015,6 +1085,38 @@ def test_the_cli_hands_the_distillation_settings_to_the_search(
     )  # fmt: skip
 
 
+def test_the_cli_hands_the_final_training_to_the_search(
+    reference: tuple[Any, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import click
+
+    import edgekit.search
+    from edgekit.search._options import FINALS
+
+    def record(net: Any, dataset: Any, out: Path, options: NetAdaptOptions, **_: Any) -> dict:
+        return {"options": options.as_dict()}
+
+    monkeypatch.setattr(edgekit.search, "netadapt", record)
+    base = [
+        "search", "netadapt", str(reference[1]), "--target", "cpu", "--resource", "macs",
+        "--budget", "0.5x", "--out", str(tmp_path / "out"), "--json",
+    ]  # fmt: skip
+    code, stdout, err = _run([*base, "--final", "scratch", "--final-epochs", "7"], capsys)
+    assert code == 0, err
+    options = json.loads(stdout)["options"]
+    assert (options["final"], options["final_epochs"]) == ("scratch", 7)
+    code, stdout, err = _run(base, capsys)
+    assert code == 0, err
+    options = json.loads(stdout)["options"]
+    assert (options["final"], options["final_epochs"]) == (NetAdaptOptions.final, None)
+    # The CLI lists the choices itself (it does not import the search to start).
+    (param,) = [p for p in cli.commands["search"].commands["netadapt"].params if p.name == "final"]
+    assert isinstance(param.type, click.Choice) and tuple(param.type.choices) == FINALS
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -1043,6 +1145,9 @@ def test_the_cli_hands_the_distillation_settings_to_the_search(
         ),
         (["--distill", "--distill-lam", "-1"], "--distill-lam must be a number >= 0; got -1.0", 2),
         (["--distill-lam", "0.2"], "--distill-lam 0.2 without it: add --distill", 2),
+        (["--final-epochs", "3"], "got --final-epochs 3 with --final fine-tune", 2),
+        (["--final", "scratch", "--final-epochs", "0"], "--final-epochs must be an integer", 2),
+        (["--final", "scratch"], "does not say how long it trained: give --final-epochs N", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
         (["--target", "jetson", "--device", "agent://127.0.0.1:1"], "but target 'jetson' runs", 2),
         (["--baseline"], "--baseline rebuilds the zoo architecture", 2),
