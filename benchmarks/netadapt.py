@@ -92,14 +92,15 @@ def main() -> None:
     ap.add_argument(
         "--distill",
         action="store_true",
-        help="the long fine-tuning and every width of the baseline learn from the reference",
+        help="the result's final training and every width of the baseline learn from the reference",
     )
     ap.add_argument(
         "--final",
         choices=["fine-tune", "scratch"],
         default=NetAdaptOptions.final,
         help="scratch: each result is its searched architecture trained from fresh weights "
-        "as long as the width baseline",
+        "for as many epochs as a fine-tuned result's weights would have seen (the baseline "
+        "trains as long as the longer search's)",
     )
     ap.add_argument("--bn-batches", type=int, default=NetAdaptOptions.bn_batches)
     ap.add_argument("--learning-rate", type=float, default=NetAdaptOptions.learning_rate)
@@ -489,6 +490,7 @@ def results_section(
     from edgekit.search import NetAdaptOptions
 
     size = args.input_size
+    scratch = getattr(args, "final", "fine-tune") == "scratch"
     lines = [
         f"## {args.section}: NetAdapt vs width multipliers on --target cpu (LiteRT int8, "
         f"2 threads), seed {args.seed}",
@@ -507,7 +509,7 @@ def results_section(
             "), no long fine-tuning: with --final scratch each result is its searched "
             "architecture trained from fresh weights with the baseline's recipe, for as many "
             "epochs as a fine-tuned result's weights would have seen (below)"
-            if getattr(args, "final", "fine-tune") == "scratch"
+            if scratch
             else f"), {args.long_epochs} long epochs"
         )
         + (
@@ -539,13 +541,19 @@ def results_section(
         f"(interpolated); one test image is {100 / len(data.y_test):.2f} points of accuracy. "
         "The baseline is trained once per model for as many epochs as the "
         "longer search's result saw (reference training + short fine-tunings + long "
-        "fine-tuning), so the shorter "
-        f"search's baseline trained longer than its result"
+        "fine-tuning"
+        + ("; a scratch-trained result trains the count of its own search" if scratch else "")
+        + "), so the shorter search's baseline trained longer than its result"
         + (
             "; with --distill every epoch of every width learns from the same reference "
             "(distilled with the same settings as the long fine-tuning, at the learning rate "
-            "of plain training), which favours the baseline: NetAdapt's result learnt from it "
-            "only in its long fine-tuning"
+            "of plain training)"
+            + (
+                ", as does every epoch of each scratch-trained result"
+                if scratch
+                else ", which favours the baseline: NetAdapt's result learnt from it only in "
+                "its long fine-tuning"
+            )
             if getattr(args, "distill", False)
             else ""
         )

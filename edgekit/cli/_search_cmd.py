@@ -132,7 +132,7 @@ def _items(values: tuple[str, ...]) -> list[str]:
     type=float,
     default=1e-3,
     show_default=True,
-    help="Initial learning rate of the result's long fine-tuning.",
+    help="Initial learning rate of the result's long fine-tuning (not with --final scratch).",
 )
 @click.option(
     "--final",
@@ -148,14 +148,15 @@ def _items(values: tuple[str, ...]) -> list[str]:
     type=int,
     default=None,
     help="With --final scratch: epochs to train the result (and the width baseline) "
-    "[default: the reference's training plus the search's; needed for a .keras MODEL].",
+    "[default: the reference's training plus the search's short fine-tunings plus "
+    "--long-epochs; needed for a .keras MODEL].",
 )
 @click.option(
     "--distill/--no-distill",
     default=False,
     show_default=True,
-    help="Fine-tune the result by distillation from the reference; the width baseline is "
-    "then distilled from it too.",
+    help="Train the result (its long fine-tuning, or all of --final scratch) by "
+    "distillation from the reference; the width baseline is then distilled from it too.",
 )
 @click.option(
     "--distill-temperature",
@@ -298,7 +299,9 @@ def netadapt_command(
     network that removes as few channels as needed (chosen with the target's latency
     look-up table, or MACs / size), fine-tunes every proposal for --short-steps batches and
     keeps the most accurate; latency is confirmed by measurement where the target is this
-    machine. Every iteration is checkpointed in --out; --resume DIR continues a killed run.
+    machine. The result is then fine-tuned --long-epochs, or (--final scratch) its
+    architecture is trained from fresh weights as long as the width baseline. Every
+    iteration is checkpointed in --out; --resume DIR continues a killed run.
     """
     from edgekit.cli._console import CliProgress, print_json
     from edgekit.search import make_executor, resume
@@ -311,6 +314,15 @@ def netadapt_command(
                 f"{flag} sets the distillation, which runs only with --distill; got "
                 f"{flag} {ctx.params[name]:g} without it: add --distill or drop {flag}"
             )
+    lr_on_line = (
+        ctx.get_parameter_source("long_learning_rate") == click.core.ParameterSource.COMMANDLINE
+    )
+    if lr_on_line and final == "scratch" and resume_dir is None:
+        raise BadInputError(
+            "--long-learning-rate sets the long fine-tuning, which --final scratch replaces "
+            f"(it trains at the width baseline's rate); got --long-learning-rate "
+            f"{long_learning_rate:g} with --final scratch: drop one of them"
+        )
     progress = CliProgress()
     executor = make_executor(workers, ray_address, ray_device_resource)
     if resume_dir is not None:
@@ -577,7 +589,8 @@ def _print_report(report: dict[str, Any]) -> None:
     if training.get("how") == "scratch":
         click.echo(
             f"the result is the searched architecture trained from fresh weights for "
-            f"{training['epochs']} epochs (--final scratch), as long as the width baseline"
+            f"{training['epochs']} epochs (--final scratch)"
+            + (", as long as the width baseline" if report["width_baseline"] else "")
         )
     if opts.get("distill"):
         click.echo(

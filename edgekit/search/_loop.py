@@ -1,4 +1,4 @@
-"""The NetAdapt loop: iterations, proposals, the final fine-tuning and the width baseline,
+"""The NetAdapt loop: iterations, proposals, the result's final training and the width baseline,
 driven by a checkpointed state (see :mod:`edgekit.search.netadapt`)."""
 
 from __future__ import annotations
@@ -794,9 +794,10 @@ def confirm_runs(opts: NetAdaptOptions) -> int:
 def result_epochs(
     train_epochs: int, iterations: int, opts: NetAdaptOptions, train_images: int
 ) -> int:
-    """Epochs a NetAdapt result's weights saw, rounded up: the reference's training, the
-    short fine-tunings of its chain of chosen proposals, and the long fine-tuning. The
-    width-multiplier baseline trains this long."""
+    """Epochs a fine-tuned NetAdapt result's weights saw, rounded up: the reference's
+    training, the short fine-tunings of its chain of chosen proposals, and the long
+    fine-tuning (``long_epochs``). The width-multiplier baseline trains this long, and so
+    does a ``final="scratch"`` result, unless ``final_epochs`` is given."""
     steps_per_epoch = math.ceil(train_images / opts.batch_size)
     short = iterations * opts.short_steps
     return train_epochs + opts.long_epochs + math.ceil(short / steps_per_epoch)

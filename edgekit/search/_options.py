@@ -33,7 +33,8 @@ class NetAdaptOptions:
             ``2M``, ``300KB``); see :func:`edgekit.search.parse_budget`.
         proposals: K, the proposals fine-tuned per iteration; None for every prunable group.
         short_steps: fine-tuning batches per proposal.
-        long_epochs: fine-tuning epochs of the final network.
+        long_epochs: fine-tuning epochs of the final network; they count in the epochs of
+            the width baseline and of a ``final="scratch"`` result too.
         init_fraction: ΔR_1 as a share of the reference's resource.
         decay: ΔR_{i+1} / ΔR_i.
         max_iterations: stop after this many iterations.
@@ -42,20 +43,23 @@ class NetAdaptOptions:
             3e-4 recovered more in 15 batches than 1e-3 (MobileNet v1 at 176 px, three pruned
             networks: validation accuracy 0.948/0.933/0.959 at 1e-3, 0.985/0.970/0.982 at
             3e-4, 0.985/0.952/0.974 at 1e-4).
-        long_learning_rate: initial learning rate of the long fine-tuning.
+        long_learning_rate: initial learning rate of the long fine-tuning (not used by
+            ``final="scratch"``, which trains at the baseline's).
         final: how the searched network becomes the result. ``fine-tune`` (the paper's): its
             inherited weights are fine-tuned ``long_epochs`` epochs. ``scratch``: the search
             chooses only the architecture; the result gets fresh (seeded) weights and is
             trained from scratch with the width baseline's recipe, for as many epochs as
-            the width baseline (``final_epochs``, or the reference's training plus the
-            search's, see :func:`edgekit.search._loop.result_epochs`), so result and
+            the width baseline (``final_epochs``, or as many as a fine-tuned result's
+            weights see: the reference's training, the short fine-tunings and
+            ``long_epochs``, see :func:`edgekit.search._loop.result_epochs`), so result and
             baseline differ only in architecture. On cluttered digits (MobileNet v2 at
             128 px, 30-epoch reference) the 0.5x search's architecture trained from
             scratch for 43 epochs read 0.925 and 0.930 (two seeds) against 0.903 for its
             fine-tuned weights (Liu et al., "Rethinking the Value of Network Pruning",
             ICLR 2019, report the same for structured pruning).
         final_epochs: epochs of ``final="scratch"`` (and then of the width baseline); None:
-            the reference's training epochs plus the search's, which needs a zoo reference.
+            the reference's training epochs plus the search's short fine-tunings plus
+            ``long_epochs``, which needs a zoo reference.
         distill: the long fine-tuning learns from the reference (knowledge distillation,
             :func:`edgekit.compress.distill.distill`: the reference's softened outputs and
             the labels) instead of from the labels alone. The width baseline is then

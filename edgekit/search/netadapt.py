@@ -133,7 +133,8 @@ def netadapt(
             :func:`edgekit.models._io.load_keras_model`).
         executor: runs the proposals (default: in this process).
         progress: receives one line per step.
-        training_callbacks: makes Keras callbacks (a progress bar) for the long fine-tuning.
+        training_callbacks: makes Keras callbacks (a progress bar) for the result's final
+            training and the width baseline's.
         on_iteration: called with each iteration's record after it is checkpointed.
 
     Returns:
@@ -160,12 +161,19 @@ def netadapt(
             "the width-multiplier baseline needs a zoo model: pass --model ZOO_NAME "
             "(not a .keras file), or --no-baseline"
         )
-    if zoo is None and opts.final == "scratch" and opts.final_epochs is None:
-        raise BadInputError(
-            "--final scratch trains the result from fresh weights as long as the reference "
-            "trained plus the search, but a .keras reference does not say how long it "
-            "trained: give --final-epochs N"
-        )
+    if opts.final == "scratch" and opts.final_epochs is None:
+        if zoo is None:
+            raise BadInputError(
+                "--final scratch trains the result from fresh weights as long as the "
+                "reference trained plus the search and --long-epochs, but a .keras reference "
+                "does not say how long it trained: give --final-epochs N"
+            )
+        if zoo.train_epochs + opts.long_epochs == 0:
+            raise BadInputError(
+                "--final scratch trains the result from fresh weights as long as the "
+                "reference trained plus the search and --long-epochs, but --train-epochs and "
+                "--long-epochs are both 0: give --final-epochs N"
+            )
     from edgekit.measure.lut import save_profile
     from edgekit.models._io import save_keras_model
 

@@ -40,7 +40,6 @@ from edgekit.search import (
     parse_budget,
     reduction_schedule,
     resource_reduction,
-    result_epochs,
     resume,
     train_from_scratch,
 )
@@ -996,7 +995,8 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     trains that from fresh weights (drawn from the run's seed) for as many epochs as the
     width baseline; a kill during that training resumes to the same result."""
     zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
-    options = NetAdaptOptions(**MACS_RUN, final="scratch", baseline=True, baseline_widths=(0.5,))
+    run = {**MACS_RUN, "long_epochs": 1, "baseline": True, "baseline_widths": (0.5,)}
+    options = NetAdaptOptions(**run, final="scratch")
     report = netadapt(reference[0], digits32, tmp_path / "run", options, zoo=zoo)
     assert [_comparable(it) for it in report["iterations"]] == [
         _comparable(it) for it in uninterrupted["iterations"]
@@ -1007,14 +1007,16 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     assert _channels(report["result"]["model"]) == _channels(uninterrupted["result"]["model"])
     assert [layer.name for layer in result.layers] == [layer.name for layer in searched.layers]
     training, (base,) = report["result"]["training"], report["width_baseline"]
-    epochs = result_epochs(2, len(report["iterations"]), options, len(digits32.x_train))
+    # The reference's 2 epochs, the short fine-tunings' batches (rounded up to an epoch)
+    # and the 1 long epoch a fine-tuned result would have had.
+    short = math.ceil(len(report["iterations"]) * 2 / math.ceil(len(digits32.x_train) / 32))
+    epochs = 2 + short + 1
     assert training["how"] == "scratch" and training["distilled"] is False
-    assert training["epochs"] == base["epochs"] == epochs >= 3
+    assert training["epochs"] == base["epochs"] == epochs == 4
     assert training["seconds"] > 0
     assert {k: v for k, v in uninterrupted["result"]["training"].items() if k != "seconds"} == {
         "how": "fine-tune", "epochs": 0, "seed": None, "distilled": False,
     }  # fmt: skip
-    assert not np.allclose(result.get_weights()[0], searched.get_weights()[0])
     # Nothing of the searched weights is kept: the same architecture with its weights
     # replaced by noise, trained with the recorded seed and epochs, gives the same result.
     scrambled = keras.models.clone_model(searched)
@@ -1085,6 +1087,35 @@ def test_the_cli_hands_the_distillation_settings_to_the_search(
     )  # fmt: skip
 
 
+def test_the_final_epochs_set_the_result_and_the_baseline(digits32: Any, tmp_path: Path) -> None:
+    """--final-epochs sets how long both train; without it, the epochs a fine-tuned result
+    would have seen."""
+    from edgekit.search._loop import Search
+
+    def epochs(**options: Any) -> int:
+        state = {
+            "options": NetAdaptOptions(**{**MACS_RUN, **options}).as_dict(),
+            "budgets": [],
+            "zoo": {"name": "mobilenet_v2_tiny", "width": 1.0, "input_size": 32, "train_epochs": 7},
+            "history": [{}] * 40,  # 40 iterations x 2 batches: 3 epochs of 37 batches
+        }
+        return Search(tmp_path, state, digits32, None, None, print, None, None).baseline_epochs()
+
+    assert epochs(long_epochs=5) == 7 + 3 + 5 == epochs(long_epochs=5, final="scratch")
+    assert epochs(long_epochs=5, final="scratch", final_epochs=11) == 11
+
+
+def test_a_scratch_trained_result_learns_from_the_teacher_under_distill(
+    reference: tuple[Any, Path], digits32: Any
+) -> None:
+    """With a teacher and the labels' weight at 0, the fresh network learns the teacher's
+    classes, not the (shifted) labels."""
+    shifted = dataclasses.replace(digits32, y_train=(digits32.y_train + 1) % 10)
+    model = train_from_scratch(reference[0], shifted, 3, seed=5, teacher=reference[0], lam=0.0)
+    probs = model.predict(digits32.x_test, verbose=0)
+    assert float(np.mean(probs.argmax(1) == digits32.y_test)) > 0.3  # shifted labels: ~0
+
+
 def test_the_cli_hands_the_final_training_to_the_search(
     reference: tuple[Any, Path],
     tmp_path: Path,
@@ -1117,6 +1148,16 @@ def test_the_cli_hands_the_final_training_to_the_search(
     assert isinstance(param.type, click.Choice) and tuple(param.type.choices) == FINALS
 
 
+def test_resume_refuses_every_option_that_defines_a_run() -> None:
+    """Every option of the command is either a run's setting (refused with --resume, which
+    reads them from the checkpoint) or how this process runs it."""
+    from edgekit.cli._search_cmd import _RUN_OPTIONS
+
+    how = {"workers", "ray_address", "ray_device_resource", "resume_dir", "as_json"}
+    params = {p.name for p in cli.commands["search"].commands["netadapt"].params}
+    assert params - how == set(_RUN_OPTIONS)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -1146,6 +1187,11 @@ def test_the_cli_hands_the_final_training_to_the_search(
         (["--distill", "--distill-lam", "-1"], "--distill-lam must be a number >= 0; got -1.0", 2),
         (["--distill-lam", "0.2"], "--distill-lam 0.2 without it: add --distill", 2),
         (["--final-epochs", "3"], "got --final-epochs 3 with --final fine-tune", 2),
+        (
+            ["--final", "scratch", "--final-epochs", "4", "--long-learning-rate", "0.01"],
+            "got --long-learning-rate 0.01 with --final scratch: drop one of them",
+            2,
+        ),
         (["--final", "scratch", "--final-epochs", "0"], "--final-epochs must be an integer", 2),
         (["--final", "scratch"], "does not say how long it trained: give --final-epochs N", 2),
         (["--ray-address", "auto", "--workers", "2"], "exclude each other", 2),
