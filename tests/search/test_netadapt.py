@@ -1055,12 +1055,15 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     assert resumed["result"]["accuracy"] == report["result"]["accuracy"]
 
 
-def test_the_cli_hands_the_distillation_settings_to_the_search(
+def _options_handed_over(
+    args: list[str],
     reference: tuple[Any, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> dict[str, Any]:
+    """The NetAdaptOptions `edgekit search netadapt ... ARGS` hands to the search (which is
+    replaced by a recorder), as a dict."""
     import edgekit.search
 
     def record(net: Any, dataset: Any, out: Path, options: NetAdaptOptions, **_: Any) -> dict:
@@ -1071,17 +1074,25 @@ def test_the_cli_hands_the_distillation_settings_to_the_search(
         "search", "netadapt", str(reference[1]), "--target", "cpu", "--resource", "macs",
         "--budget", "0.5x", "--out", str(tmp_path / "out"), "--json",
     ]  # fmt: skip
-    code, stdout, err = _run(
-        [*base, "--distill", "--distill-temperature", "2.5", "--distill-lam", "0.25"], capsys
-    )
+    code, stdout, err = _run([*base, *args], capsys)
     assert code == 0, err
-    options = json.loads(stdout)["options"]
-    assert (options["distill"], options["distill_temperature"], options["distill_lam"]) == (
+    return json.loads(stdout)["options"]
+
+
+def test_the_cli_hands_the_distillation_settings_to_the_search(
+    reference: tuple[Any, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given = _options_handed_over(
+        ["--distill", "--distill-temperature", "2.5", "--distill-lam", "0.25"],
+        reference, tmp_path, capsys, monkeypatch,
+    )  # fmt: skip
+    assert (given["distill"], given["distill_temperature"], given["distill_lam"]) == (
         True, 2.5, 0.25,
     )  # fmt: skip
-    code, stdout, err = _run(base, capsys)
-    assert code == 0, err
-    options = json.loads(stdout)["options"]
+    options = _options_handed_over([], reference, tmp_path, capsys, monkeypatch)
     assert (options["distill"], options["distill_temperature"], options["distill_lam"]) == (
         False, NetAdaptOptions.distill_temperature, NetAdaptOptions.distill_lam,
     )  # fmt: skip
@@ -1124,24 +1135,13 @@ def test_the_cli_hands_the_final_training_to_the_search(
 ) -> None:
     import click
 
-    import edgekit.search
     from edgekit.search._options import FINALS
 
-    def record(net: Any, dataset: Any, out: Path, options: NetAdaptOptions, **_: Any) -> dict:
-        return {"options": options.as_dict()}
-
-    monkeypatch.setattr(edgekit.search, "netadapt", record)
-    base = [
-        "search", "netadapt", str(reference[1]), "--target", "cpu", "--resource", "macs",
-        "--budget", "0.5x", "--out", str(tmp_path / "out"), "--json",
-    ]  # fmt: skip
-    code, stdout, err = _run([*base, "--final", "scratch", "--final-epochs", "7"], capsys)
-    assert code == 0, err
-    options = json.loads(stdout)["options"]
-    assert (options["final"], options["final_epochs"]) == ("scratch", 7)
-    code, stdout, err = _run(base, capsys)
-    assert code == 0, err
-    options = json.loads(stdout)["options"]
+    given = _options_handed_over(
+        ["--final", "scratch", "--final-epochs", "7"], reference, tmp_path, capsys, monkeypatch
+    )
+    assert (given["final"], given["final_epochs"]) == ("scratch", 7)
+    options = _options_handed_over([], reference, tmp_path, capsys, monkeypatch)
     assert (options["final"], options["final_epochs"]) == (NetAdaptOptions.final, None)
     # The CLI lists the choices itself (it does not import the search to start).
     (param,) = [p for p in cli.commands["search"].commands["netadapt"].params if p.name == "final"]
