@@ -405,6 +405,7 @@ def measure_model(
         p50s = [float(x["p50"]) for x in fresh["result"]]
         r["p50"] = float(np.median(p50s))
         r["p50_range"] = (min(p50s), max(p50s))
+        r["fresh_p50s"] = p50s
         r["fresh_ref"] = [float(x["p50"]) for x in fresh["reference"]]
         r["noise"] = float(np.median([(float(x["p90"]) - float(x["p50"])) / float(x["p50"]) for x in fresh["result"]]))  # fmt: skip
 
@@ -599,6 +600,10 @@ def results_section(
                 if r.get("own_ratio") is not None
                 else ""
             )
+            if r.get("fresh_p50s"):  # runs before this was kept have only the range
+                own += "; the result's fresh p50s: " + ", ".join(
+                    f"{v:.3f}" for v in r["fresh_p50s"]
+                )
             if r.get("fresh_ref"):
                 own += "; the reference's fresh p50s: " + ", ".join(
                     f"{v:.3f}" for v in r["fresh_ref"]
