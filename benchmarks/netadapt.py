@@ -14,7 +14,7 @@ each search's wall time, go to benchmarks/RESULTS.md.
     python benchmarks/netadapt.py [--models mobilenet_v1,mobilenet_v2] [--input-size 176|auto]
         [--budgets 0.75x,0.5x] [--train-epochs 14] [--short-steps 15] [--long-epochs 5]
         [--proposals 4] [--workers 2] [--distill] [--final fine-tune|scratch]
-        [--data digits|FILE.npz]
+        [--final-epochs N] [--data digits|FILE.npz]
 
 A harder task than digits, where a network's width costs accuracy: make it once with
 `python benchmarks/clutter_digits.py --out clutter_digits.npz`, then pass
@@ -102,6 +102,13 @@ def main() -> None:
         "for as many epochs as a fine-tuned result's weights would have seen (the baseline "
         "trains as long as the longer search's)",
     )
+    ap.add_argument(
+        "--final-epochs",
+        type=int,
+        default=None,
+        help="with --final scratch: every result and every width of the baseline train this "
+        "many epochs, so each result is compared with a baseline exactly as long-trained",
+    )
     ap.add_argument("--bn-batches", type=int, default=NetAdaptOptions.bn_batches)
     ap.add_argument("--learning-rate", type=float, default=NetAdaptOptions.learning_rate)
     ap.add_argument("--proposals", type=int, default=4)
@@ -133,6 +140,11 @@ def main() -> None:
         help="measure nothing: write the section again from this --out folder's rows.json",
     )
     args = ap.parse_args()
+    if args.final_epochs is not None and (args.final != "scratch" or args.final_epochs < 1):
+        ap.error(
+            f"--final-epochs {args.final_epochs}: needs --final scratch and a count of at "
+            "least 1 (a fine-tuned result's epochs follow from its search)"
+        )
 
     from edgekit.data import load_dataset
 
@@ -283,6 +295,7 @@ def run_model(
             learning_rate=args.learning_rate,
             long_epochs=args.long_epochs,
             final=args.final,
+            final_epochs=args.final_epochs,
             distill=args.distill,
             init_fraction=args.init_fraction,
             decay=args.decay,
@@ -310,8 +323,12 @@ def run_model(
                 "macs_ratio": report["result"]["macs"] / report["reference"]["macs"],
                 "iterations": len(report["iterations"]),
                 "status": report["status"],
-                "epochs": result_epochs(
-                    args.train_epochs, len(report["iterations"]), options, len(data.x_train)
+                "epochs": (
+                    report["result"]["training"]["epochs"]
+                    if args.final == "scratch"
+                    else result_epochs(
+                        args.train_epochs, len(report["iterations"]), options, len(data.x_train)
+                    )
                 ),
                 "wall": wall,
                 "final": report["result"]["training"],
@@ -492,6 +509,7 @@ def results_section(
 
     size = args.input_size
     scratch = getattr(args, "final", "fine-tune") == "scratch"
+    fixed = getattr(args, "final_epochs", None) if scratch else None
     lines = [
         f"## {args.section}: NetAdapt vs width multipliers on --target cpu (LiteRT int8, "
         f"2 threads), seed {args.seed}",
@@ -508,8 +526,12 @@ def results_section(
         )
         + (
             "), no long fine-tuning: with --final scratch each result is its searched "
-            "architecture trained from fresh weights with the baseline's recipe, for as many "
-            "epochs as a fine-tuned result's weights would have seen (below)"
+            "architecture trained from fresh weights with the baseline's recipe, "
+            + (
+                f"for {fixed} epochs (--final-epochs), the same as every width of the baseline"
+                if fixed
+                else "for as many epochs as a fine-tuned result's weights would have seen (below)"
+            )
             if scratch
             else f"), {args.long_epochs} long epochs"
         )
@@ -540,11 +562,16 @@ def results_section(
         "'baseline acc.' "
         "is the width multipliers' test accuracy at the result's side-by-side latency "
         f"(interpolated); one test image is {100 / len(data.y_test):.2f} points of accuracy. "
-        "The baseline is trained once per model for as many epochs as the "
-        "longer search's result saw (reference training + short fine-tunings + long "
-        "fine-tuning"
-        + ("; a scratch-trained result trains the count of its own search" if scratch else "")
-        + "), so the shorter search's baseline trained longer than its result"
+        + (
+            f"Every width of the baseline is trained {fixed} epochs from fresh weights, as "
+            "long as each result"
+            if fixed
+            else "The baseline is trained once per model for as many epochs as the "
+            "longer search's result saw (reference training + short fine-tunings + long "
+            "fine-tuning"
+            + ("; a scratch-trained result trains the count of its own search" if scratch else "")
+            + "), so the shorter search's baseline trained longer than its result"
+        )
         + (
             "; with --distill every epoch of every width learns from the same reference "
             "(distilled with the same settings as the long fine-tuning, at the learning rate "
