@@ -1,0 +1,264 @@
+"""More training seeds for a saved `benchmarks/netadapt.py --final scratch` run.
+
+On digits one training run of a MobileNet is worth about plus or minus one test image (the
+width baseline's own accuracies are not ordered by width), as much as the margins that
+decide whether a NetAdapt result beats the baseline. This script takes a finished run's
+folder (`--out` of netadapt.py, with its rows.json) and trains each searched architecture
+and each width of the baseline again from fresh weights, with the run's recipe and epochs
+and with other seeds, so that the comparison rests on the mean of several trainings per
+network rather than on one. The architectures, and so their latencies (measured side by
+side in the saved run), stay as they were: nothing is searched or timed again.
+
+Seed k of a run with seed s trains as a run with seed derive_seed(s, "repeat", k) would
+have: the result from derive_seed(that, "scratch"), each width from
+derive_seed(that, "baseline", width). Seed 0 is the run's own training (its saved
+accuracies). Every training is recorded in the folder's retrain.json as it ends, so a killed
+run goes on where it stopped when started again.
+
+    python benchmarks/netadapt_retrain.py RUN_DIR [--seeds 3] [--section NAME] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _results import host_line, write_section
+from netadapt import baseline_accuracy_at, data_about
+
+import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from edgekit._io import write_json_atomic
+
+RECORD = "retrain.json"
+
+
+def _say(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path, help="a benchmarks/netadapt.py --out folder")
+    ap.add_argument(
+        "--seeds", type=int, default=3, help="trainings per network, the run's own included"
+    )
+    ap.add_argument("--section", required=True, help="the RESULTS.md section to write")
+    ap.add_argument(
+        "--source", required=True, help="the RESULTS.md section of the run, for the text"
+    )
+    ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    args = ap.parse_args()
+    saved_path = args.run / "rows.json"
+    if not saved_path.is_file():
+        ap.error(
+            f"{args.run}: no rows.json there; give the --out folder of a finished netadapt.py run"
+        )
+    saved = json.loads(saved_path.read_text())
+    run = saved.get("args", {})
+    if run.get("final") != "scratch":
+        ap.error(
+            f"{args.run}: its results were fine-tuned (--final {run.get('final', 'fine-tune')}), "
+            "not trained from fresh weights; only a --final scratch run's results can be "
+            "trained again with other seeds"
+        )
+    if args.seeds < 2:
+        ap.error(f"--seeds {args.seeds}: give at least 2 (the run's own training is the first)")
+    if any("side_ms" not in r for r in saved["rows"]):
+        ap.error(
+            f"{args.run}: the run did not finish its final timing; run netadapt.py to its end first"
+        )
+
+    from edgekit.data import load_dataset
+
+    size = int(run["input_size"])
+    data = load_dataset(run.get("data", "digits"), (size, size, 3))
+    record_path = args.run / RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if record and record.get("source_seed") != run["seed"]:
+        ap.error(
+            f"{record_path}: recorded for another run (seed {record.get('source_seed')}); remove it"
+        )
+    record.setdefault("source_seed", run["seed"])
+    record.setdefault("trainings", {})
+    t0 = time.perf_counter()
+    for k in range(1, args.seeds):
+        for key, train in _trainings(saved, run, data, args.run, k):
+            if key in record["trainings"]:
+                continue
+            _say(f"seed {k}: {key}")
+            started = time.perf_counter()
+            record["trainings"][key] = {
+                **train(),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            write_json_atomic(record_path, record)
+    seconds = time.perf_counter() - t0
+    body = results_section(saved, record, data, args, seconds)
+    print(body)
+    if not args.no_write:
+        write_section(args.section, body)
+
+
+def _trainings(saved: dict[str, Any], run: dict[str, Any], data: Any, folder: Path, k: int):
+    """(key, train) for each network to train with seed ``k``: each result, then each width."""
+    from edgekit.models._io import load_keras_model
+    from edgekit.search import ZooSpec, derive_seed, make_meter, train_from_scratch, train_width
+    from edgekit.train import evaluate_probs
+
+    seed = derive_seed(run["seed"], "repeat", k)
+
+    def accuracy(model: Any) -> float:
+        probs = evaluate_probs(model, data.x_test)
+        return round(float(np.mean(np.argmax(probs, axis=1) == data.y_test)), 6)
+
+    def teacher(model_dir: Path) -> Any:
+        if not run.get("distill"):
+            return None
+        budget_dir = next(
+            p for p in sorted(model_dir.iterdir()) if (p / "reference.keras").is_file()
+        )
+        return load_keras_model(budget_dir / "reference.keras")
+
+    for r in saved["rows"]:
+
+        def result(r: dict[str, Any] = r) -> dict[str, Any]:
+            searched = load_keras_model(folder / r["model"] / r["budget"] / "result.keras")
+            s = derive_seed(seed, "scratch")
+            model = train_from_scratch(
+                searched, data, r["final"]["epochs"], s, teacher=teacher(folder / r["model"])
+            )
+            return {"seed": s, "epochs": r["final"]["epochs"], "accuracy": accuracy(model)}
+
+        yield f"{r['model']} {r['budget']} seed {k}", result
+    for name, widths in saved["baselines"].items():
+        epochs = max(r["epochs"] for r in saved["rows"] if r["model"] == name)
+        zoo = ZooSpec(name, float(run.get("width", 1.0)), int(run["input_size"]), epochs)
+        for b in widths:
+
+            def width(b: dict[str, Any] = b, name: str = name, zoo: Any = zoo) -> dict[str, Any]:
+                work = folder / name / "baseline_repeats"
+                meter = make_meter(["macs"], None, None, False, None, None)
+                multiplier = b["width"] / zoo.width
+                _, entry = train_width(
+                    zoo, multiplier, zoo.train_epochs, data, meter, work, _say, seed=seed,
+                    teacher=teacher(folder / name),
+                )  # fmt: skip
+                return {
+                    "seed": entry["seed"],
+                    "epochs": zoo.train_epochs,
+                    "accuracy": entry["accuracy"],
+                }
+
+            yield f"{name} width {b['width']:g} seed {k}", width
+
+
+def results_section(
+    saved: dict[str, Any], record: dict[str, Any], data: Any, args: argparse.Namespace,
+    seconds: float,
+) -> str:  # fmt: skip
+    """The section: each width's and each result's accuracy per seed and their means, and
+    each result against the baseline at its latency, seed by seed and on the means."""
+    run, trainings, seeds = saved["args"], record["trainings"], args.seeds
+    image = 1.0 / len(data.y_test)
+    lines = [
+        f"## {args.section}: {args.source} trained again with {seeds} seeds",
+        "",
+        f"The searched architectures and the width baseline of section `{args.source}` "
+        f"(seed {run['seed']}), each trained {seeds} times from fresh weights with "
+        "the run's recipe and epochs: seed 0 is the run's own training, seeds 1 to "
+        f"{seeds - 1} draw other initial weights and batch orders "
+        "(benchmarks/netadapt_retrain.py). Latencies are the run's side-by-side p50s: the "
+        "architectures did not change. 'baseline' is the width multipliers' accuracy at the "
+        "result's latency, interpolated between the two nearest widths, with each seed's "
+        f"widths; one test image is {100 * image:.2f} points of accuracy "
+        f"({len(data.y_test)} held-out images of {data.name}"
+        + (f"; {data_about(run['data'])}" if data_about(run.get("data", "digits")) else "")
+        + f"). Host: {host_line()}; {seconds / 60:.0f} min of training in this invocation.",
+        "",
+        "| network | latency ms | epochs | accuracy per seed | mean |",
+        "|---|---|---|---|---|",
+    ]
+    per_seed: dict[str, list[dict[str, Any]]] = {}
+    for name, widths in saved["baselines"].items():
+        epochs = max(r["epochs"] for r in saved["rows"] if r["model"] == name)
+        accs = {}
+        for b in widths:
+            got = [b["accuracy"]] + [
+                trainings.get(f"{name} width {b['width']:g} seed {k}", {}).get("accuracy")
+                for k in range(1, seeds)
+            ]
+            accs[b["width"]] = got
+            lines.append(
+                f"| {name} width {b['width']:g} | {b['latency_ms']:.3f} | {epochs} | "
+                + ", ".join("-" if a is None else f"{a:.4f}" for a in got)
+                + f" | {_mean_cell(got)} |"
+            )
+        per_seed[name] = [
+            [{"latency_ms": b["latency_ms"], "accuracy": accs[b["width"]][k]} for b in widths]
+            for k in range(seeds)
+        ]
+    comparison = [
+        "",
+        "| result | latency ms | accuracy per seed | baseline at its latency per seed | "
+        "mean: result / baseline | mean difference (test images) | result >= baseline |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in saved["rows"]:
+        got = [r["acc"]] + [
+            trainings.get(f"{r['model']} {r['budget']} seed {k}", {}).get("accuracy")
+            for k in range(1, seeds)
+        ]
+        lines.append(
+            f"| {r['model']} {r['budget']} result | {r['side_ms']:.3f} | {r['final']['epochs']} | "
+            + ", ".join("-" if a is None else f"{a:.4f}" for a in got)
+            + f" | {_mean_cell(got)} |"
+        )
+        base = [
+            None
+            if any(p["accuracy"] is None for p in points)
+            else baseline_accuracy_at(points, r["side_ms"])
+            for points in per_seed[r["model"]]
+        ]
+        done = [a is not None for a in got] == [True] * seeds and None not in base
+        mean_r, mean_b = _mean(got), _mean(base)
+        diff = None if mean_r is None or mean_b is None else (mean_r - mean_b) / image
+        comparison.append(
+            f"| {r['model']} {r['budget']} | {r['side_ms']:.3f} | "
+            + ", ".join("-" if a is None else f"{a:.4f}" for a in got)
+            + " | "
+            + ", ".join("-" if a is None else f"{a:.4f}" for a in base)
+            + f" | {_mean_cell(got)} / {_mean_cell(base)} | "
+            + ("n/a" if diff is None else f"{diff:+.1f}")
+            + " | "
+            + (
+                "(seeds missing)"
+                if not done or diff is None
+                else "yes"
+                if diff >= -1e-9
+                else "**no**"
+            )
+            + " |"
+        )
+    return "\n".join(lines + comparison)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return float(np.mean(got)) if got else None
+
+
+def _mean_cell(values: list[float | None]) -> str:
+    mean = _mean(values)
+    return "n/a" if mean is None else f"{mean:.4f}"
+
+
+if __name__ == "__main__":
+    main()

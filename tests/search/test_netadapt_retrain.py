@@ -1,0 +1,140 @@
+"""benchmarks/netadapt_retrain.py: more training seeds for a saved --final scratch run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgekit.models import create
+from edgekit.models._io import save_keras_model
+
+SCRIPT = Path(__file__).parents[2] / "benchmarks" / "netadapt_retrain.py"
+
+
+def _module() -> Any:
+    spec = importlib.util.spec_from_file_location("netadapt_retrain", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _saved(final: str = "scratch") -> dict[str, Any]:
+    return {
+        "args": {"input_size": 32, "data": "digits", "seed": 0, "final": final, "width": 1.0},
+        "rows": [
+            {
+                "model": "mobilenet_v2_tiny",
+                "budget": "0.5x",
+                "acc": 0.9,
+                "epochs": 1,
+                "final": {"how": "scratch", "epochs": 1, "seed": 1},
+                "side_ms": 0.3,
+            }
+        ],
+        "baselines": {
+            "mobilenet_v2_tiny": [
+                {"width": 1.0, "accuracy": 0.8, "latency_ms": 0.4},
+                {"width": 0.5, "accuracy": 0.6, "latency_ms": 0.2},
+            ]
+        },
+    }
+
+
+def test_the_section_compares_the_means_at_the_results_latency() -> None:
+    """Seed by seed the baseline is interpolated at the result's latency with that seed's
+    widths; the verdict is on the means, in test images."""
+    mod = _module()
+    data = SimpleNamespace(y_test=np.zeros(100), name="digits")
+    args = argparse.Namespace(seeds=3, section="s_seeds", source="s")
+    trainings = {
+        "mobilenet_v2_tiny 0.5x seed 1": {"accuracy": 0.7},
+        "mobilenet_v2_tiny 0.5x seed 2": {"accuracy": 0.68},
+        "mobilenet_v2_tiny width 1 seed 1": {"accuracy": 0.9},
+        "mobilenet_v2_tiny width 1 seed 2": {"accuracy": 0.9},
+        "mobilenet_v2_tiny width 0.5 seed 1": {"accuracy": 0.5},
+        "mobilenet_v2_tiny width 0.5 seed 2": {"accuracy": 0.7},
+    }
+    text = mod.results_section(_saved(), {"trainings": trainings}, data, args, 60.0)
+    row = next(line for line in text.splitlines() if line.startswith("| mobilenet_v2_tiny 0.5x |"))
+    # Baseline at 0.3 ms: midway between the widths, seed by seed: 0.7, 0.7, 0.8.
+    assert "| 0.9000, 0.7000, 0.6800 | 0.7000, 0.7000, 0.8000 |" in row
+    # Means 0.76 against 0.7333: 2.7 images of 100 over.
+    assert "| 0.7600 / 0.7333 | +2.7 | yes |" in row
+    assert "| mobilenet_v2_tiny width 0.5 | 0.200 | 1 | 0.6000, 0.5000, 0.7000 | 0.6000 |" in text
+    # A seed not trained yet: the means of what there is, and no verdict.
+    del trainings["mobilenet_v2_tiny width 0.5 seed 2"]
+    text = mod.results_section(_saved(), {"trainings": trainings}, data, args, 60.0)
+    row = next(line for line in text.splitlines() if line.startswith("| mobilenet_v2_tiny 0.5x |"))
+    assert row.endswith("| (seeds missing) |"), row
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_it_trains_each_network_again_and_goes_on_where_it_stopped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One more seed of a (fake, tiny) saved run: the result's architecture and each width
+    are trained once more, recorded, and not trained again by the next invocation."""
+    mod = _module()
+    run = tmp_path / "run"
+    result = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10, width=0.5)
+    save_keras_model(result, run / "mobilenet_v2_tiny" / "0.5x" / "result.keras")
+    (run / "rows.json").write_text(json.dumps(_saved()))
+    argv = ["netadapt_retrain.py", str(run), "--seeds", "2", "--section", "t", "--source", "s"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--no-write"])
+    mod.main()
+    first = capsys.readouterr()
+    record = json.loads((run / "retrain.json").read_text())["trainings"]
+    assert set(record) == {
+        "mobilenet_v2_tiny 0.5x seed 1",
+        "mobilenet_v2_tiny width 1 seed 1",
+        "mobilenet_v2_tiny width 0.5 seed 1",
+    }
+    seeds = {entry["seed"] for entry in record.values()}
+    assert len(seeds) == 3 and 1 not in seeds  # none is the run's own seed
+    assert all(
+        entry["epochs"] == 1 and 0.0 <= entry["accuracy"] <= 1.0 for entry in record.values()
+    )
+    assert "| mobilenet_v2_tiny 0.5x | 0.300 |" in first.out
+    mod.main()
+    again = capsys.readouterr()
+    assert "seed 1:" not in again.err  # nothing trained again
+    assert _without_minutes(again.out) == _without_minutes(first.out)
+
+
+def _without_minutes(text: str) -> str:
+    assert re.search(r"\d+ min of training", text), text
+    return re.sub(r"\d+ min of training", "", text)
+
+
+@pytest.mark.parametrize(
+    ("saved", "extra", "expected"),
+    [
+        (None, [], "no rows.json there"),
+        (_saved("fine-tune"), [], "only a --final scratch run's results can be trained again"),
+        (_saved(), ["--seeds", "1"], "--seeds 1: give at least 2"),
+    ],
+)
+def test_bad_input_is_one_line(
+    tmp_path: Path, saved: dict[str, Any] | None, extra: list[str], expected: str
+) -> None:
+    if saved is not None:
+        (tmp_path / "rows.json").write_text(json.dumps(saved))
+    proc = _run([str(tmp_path), "--section", "t", "--source", "s", "--no-write", *extra])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert expected in proc.stderr.strip().splitlines()[-1]
