@@ -11,6 +11,8 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -113,24 +115,37 @@ def build_default_model(
 ) -> tuple[Any, Path | None]:
     """Train (or load from the cache) the embedded default model on ``data``.
 
+    Two processes that need the default at once (two ``edgekit deploy`` runs, two test
+    workers) train it once: the cache entry is made under a lock, and the second waits for
+    the first's file.
+
     Returns:
         The model and the cached ``.keras`` path (None when not cached).
     """
-    from edgekit.models import create
     from edgekit.models._io import load_keras_model, save_keras_model
-    from edgekit.train import TrainConfig, set_seed, train_model
 
     d = DEFAULT_MODEL
-    cached: Path | None = None
-    if use_cache and data.name == "digits":
-        tf_version = versions()["tensorflow"]
-        cached = cache_dir() / (
-            f"default-{d.name}-w{d.width}-s{d.input_size}-e{d.epochs}-seed{d.seed}"
-            f"-digits-tf{tf_version}.keras"
-        )
+    if not (use_cache and data.name == "digits"):
+        return _train_default_model(data, progress), None
+    tf_version = versions()["tensorflow"]
+    cached = cache_dir() / (
+        f"default-{d.name}-w{d.width}-s{d.input_size}-e{d.epochs}-seed{d.seed}"
+        f"-digits-tf{tf_version}.keras"
+    )
+    with _cache_lock(cached, progress):
         if cached.is_file():
             progress.step(f"using the cached default model {cached}")
             return load_keras_model(cached), cached
+        model = _train_default_model(data, progress)
+        save_keras_model(model, cached)
+    return model, cached
+
+
+def _train_default_model(data: Any, progress: Progress) -> Any:
+    from edgekit.models import create
+    from edgekit.train import TrainConfig, set_seed, train_model
+
+    d = DEFAULT_MODEL
     progress.step(
         f"training the default model {d.name} (width {d.width}, {d.input_size}x{d.input_size}) "
         f"on {data.name} for {d.epochs} epochs"
@@ -143,9 +158,31 @@ def build_default_model(
         TrainConfig(epochs=d.epochs, seed=d.seed),
         callbacks=progress.training_callbacks(d.epochs),
     )
-    if cached is not None:
-        save_keras_model(model, cached)
-    return model, cached
+    return model
+
+
+@contextmanager
+def _cache_lock(path: Path, progress: Progress) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` while ``path`` is looked up and made."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): both may train; the rename keeps the file whole
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress.step(
+                f"waiting for another edgekit process that is training the default model "
+                f"({path.name})"
+            )
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def deploy(req: DeployRequest, progress: Progress | None = None) -> dict[str, Any]:

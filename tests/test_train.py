@@ -89,3 +89,59 @@ def test_the_default_model_starts_from_the_same_weights_in_every_process(
     assert len(initial) == 2
     for a, b in zip(initial[0], initial[1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_two_processes_wanting_the_default_train_it_once(
+    digits32: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """The cache entry is made under a lock: a second caller waits for the first one's file
+    and loads it instead of training the default again (two test workers did, 4 minutes
+    each)."""
+    import threading
+
+    import edgekit.train
+    from edgekit.deploy import SilentProgress, build_default_model
+
+    monkeypatch.setenv("EDGEKIT_CACHE_DIR", str(tmp_path))
+    training, go = threading.Event(), threading.Event()
+    trained: list[str] = []
+
+    def fake_train(model: Any, *args: Any, **kwargs: Any) -> None:
+        trained.append(model.name)
+        training.set()
+        assert go.wait(60)
+
+    monkeypatch.setattr(edgekit.train, "train_model", fake_train)
+
+    class Steps(SilentProgress):
+        def __init__(self) -> None:
+            self.steps: list[str] = []
+
+        def step(self, message: str) -> None:
+            self.steps.append(message)
+
+    first, second = Steps(), Steps()
+    got: dict[str, Any] = {}
+
+    def call(name: str, progress: Steps) -> None:
+        got[name] = build_default_model(digits32, progress)
+
+    one = threading.Thread(target=call, args=("first", first))
+    one.start()
+    assert training.wait(60)
+    two = threading.Thread(target=call, args=("second", second))
+    two.start()
+    for _ in range(600):
+        if any(s.startswith("waiting for another edgekit process") for s in second.steps):
+            break
+        threading.Event().wait(0.05)
+    go.set()
+    one.join(60)
+    two.join(60)
+    assert len(trained) == 1, trained
+    assert any(s.startswith("waiting for another edgekit process") for s in second.steps)
+    assert any(s.startswith("using the cached default model") for s in second.steps)
+    (model_1, path_1), (model_2, path_2) = got["first"], got["second"]
+    assert path_1 == path_2 and path_1.is_file()
+    for a, b in zip(model_1.get_weights(), model_2.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
