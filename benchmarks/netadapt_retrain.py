@@ -15,7 +15,8 @@ derive_seed(that, "baseline", width). Seed 0 is the run's own training (its save
 accuracies). Every training is recorded in the folder's retrain.json as it ends, so a killed
 run goes on where it stopped when started again.
 
-    python benchmarks/netadapt_retrain.py RUN_DIR [--seeds 3] [--section NAME] [--no-write]
+    python benchmarks/netadapt_retrain.py RUN_DIR --section NAME --source RUN_SECTION \
+        [--seeds 3] [--no-write]
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _trainings(saved: dict[str, Any], run: dict[str, Any], data: Any, folder: Pa
 
         yield f"{r['model']} {r['budget']} seed {k}", result
     for name, widths in saved["baselines"].items():
-        epochs = max(r["epochs"] for r in saved["rows"] if r["model"] == name)
+        epochs = _baseline_epochs(saved, name)
         zoo = ZooSpec(name, float(run.get("width", 1.0)), int(run["input_size"]), epochs)
         for b in widths:
 
@@ -188,7 +189,7 @@ def results_section(
     ]
     per_seed: dict[str, list[dict[str, Any]]] = {}
     for name, widths in saved["baselines"].items():
-        epochs = max(r["epochs"] for r in saved["rows"] if r["model"] == name)
+        epochs = _baseline_epochs(saved, name)
         accs = {}
         for b in widths:
             got = [b["accuracy"]] + [
@@ -248,6 +249,11 @@ def results_section(
             + " |"
         )
     return "\n".join(lines + comparison)
+
+
+def _baseline_epochs(saved: dict[str, Any], name: str) -> int:
+    """The epochs the run trained ``name``'s baseline widths: its longest result's."""
+    return max(r["epochs"] for r in saved["rows"] if r["model"] == name)
 
 
 def _mean(values: list[float | None]) -> float | None:
