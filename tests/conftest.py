@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,25 @@ def digits32() -> Any:
 
 @pytest.fixture(scope="session")
 def trained_tiny(digits32: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    """mobilenet_v2_tiny trained on digits until it is well above chance; saved as .keras."""
+    """mobilenet_v2_tiny trained on digits until it is well above chance; saved as .keras.
+
+    Trained once per test session: pytest-xdist workers share the file (the first trains it
+    under a lock, the others wait and load it), and every worker uses the loaded model.
+    """
     from edgekit.models import create
-    from edgekit.models._io import save_keras_model
+    from edgekit.models._io import load_keras_model, save_keras_model
     from edgekit.train import TrainConfig, set_seed, train_model
 
-    set_seed(0)  # the initial weights too, not only the training order: the same model each run
-    model = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10)
-    train_model(model, digits32, TrainConfig(epochs=8, seed=0))
-    path = save_keras_model(model, tmp_path_factory.mktemp("model") / "tiny.keras")
-    return model, path
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, which holds each worker's
+    path = root / "trained_tiny" / "tiny.keras"
+    path.parent.mkdir(exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            set_seed(0)  # the initial weights too, not only the training order
+            model = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10)
+            train_model(model, digits32, TrainConfig(epochs=8, seed=0))
+            save_keras_model(model, path)
+    return load_keras_model(path), path

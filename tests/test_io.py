@@ -49,3 +49,41 @@ def test_a_saved_keras_model_follows_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert mode(path) == 0o644
+
+
+def test_a_trained_model_is_saved_without_its_optimizer_and_keeps_it(tmp_path: Path) -> None:
+    """The file holds the network only (not Adam's two slots per weight, not the compile
+    config, whose loss Keras cannot always serialize), and the model in memory goes on
+    training with the optimizer it had."""
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    from edgekit._keras import keras
+    from edgekit.models._io import load_keras_model, save_keras_model
+    from edgekit.train import compile_model
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    compile_model(model, 1e-3, steps=2, label_smoothing=0.1)  # edgekit's own loss function
+    x, y = np.random.default_rng(0).random((16, 8, 8, 3), np.float32), np.arange(16) % 10
+    model.fit(x, y, epochs=1, verbose=0)
+    optimizer, saved = model.optimizer, model.get_weights()
+    path = save_keras_model(model, tmp_path / "m.keras")
+    with zipfile.ZipFile(path) as z:
+        z.extract("model.weights.h5", tmp_path)
+        assert b"compile_config" not in z.read("config.json")
+    with h5py.File(tmp_path / "model.weights.h5") as h5:
+        assert "optimizer" not in h5
+        assert h5.visit(lambda name: "optimizer" in name or None) is None
+    assert model.optimizer is optimizer and int(optimizer.iterations.numpy()) == 1
+    model.fit(x, y, epochs=1, verbose=0)
+    assert int(optimizer.iterations.numpy()) == 2
+    for got, want in zip(load_keras_model(path).get_weights(), saved, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -120,20 +120,47 @@ def save_keras_model(model: Any, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
     os.close(fd)
     try:
-        # The .keras format has no include_optimizer switch: save an uncompiled copy so the
-        # file holds the network only (Adam's slots would double or triple its size).
-        from edgekit._keras import keras
+        if _is_fake_quant(model):
+            # A trained TF-MOT wrapper can hold more variables than a loaded one expects
+            # (its quantizers are built twice); a clone holds exactly what loading builds.
+            from edgekit._keras import keras
 
-        with _quantize_scope(_is_fake_quant(model)):
-            copy = keras.models.clone_model(model)
-            copy.set_weights(model.get_weights())
-            copy.save(tmp)
+            with _quantize_scope(True):
+                copy = keras.models.clone_model(model)
+                copy.set_weights(model.get_weights())
+                copy.save(tmp)
+        else:
+            with _network_only(model):
+                model.save(tmp)
         set_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def _network_only(model: Any) -> Iterator[None]:
+    """Detach what ``compile`` attached while ``model`` is written.
+
+    The .keras format has no include_optimizer switch: Adam's two slots per weight would
+    triple the file, and the compile config names the loss, which may be a function of
+    edgekit's that Keras cannot serialize. Saving an uncompiled clone instead costs three
+    times as long as the save itself (seconds over a search's proposals); fake-quant models
+    still take that way.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    compiled = getattr(model, "_is_compiled", False)
+    try:
+        if optimizer is not None:
+            model.optimizer = None
+        model._is_compiled = False  # get_compile_config() returns None
+        yield
+    finally:
+        if optimizer is not None:
+            model.optimizer = optimizer
+        model._is_compiled = compiled
 
 
 # Quantization-aware (fake-quant) models hold TF-MOT's wrapper layers and quantizers; Keras

@@ -1,9 +1,13 @@
-"""`edgekit deploy`: the default end to end, a user model, and every bad input."""
+"""`edgekit deploy`: the default end to end, a user model, and every bad input.
+
+The tests that deploy the default model are kept in this file, after the end-to-end test that
+trains and caches it: one test worker runs them in order, and the later ones load the cache."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +96,50 @@ def test_default_deploy_end_to_end(tmp_path):
     assert manifest["model"]["sha256"] and len(manifest["model"]["sha256"]) == 64
     assert manifest["artifacts"] == report["artifacts"]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.mark.skipif(shutil.which("edgetpu_compiler") is not None, reason="compiler present")
+def test_coral_default_model_maps_every_op_and_reports_missing_compiler(tmp_path, capsys):
+    code, out, err = run_cli(
+        ["deploy", "--target", "coral", "--json", "--runs", "20", "--out", str(tmp_path / "c")],
+        capsys,
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    tpu = report["edgetpu"]
+    assert tpu["ops_total"] > 10
+    assert tpu["ops_mapped"] == tpu["ops_total"] and tpu["unmapped"] == []
+    assert tpu["macs_mapped_fraction"] == 1.0
+    assert [a["format"] for a in report["artifacts"]] == ["tflite_int8"]
+    assert report["artifacts"][0]["accuracy"] >= report["reference"]["accuracy"] - 0.01
+    skipped = {s["format"]: s["reason"] for s in report["skipped"]}
+    assert "edgetpu_compiler" in skipped["edgetpu"]
+    assert not list((tmp_path / "c").glob("*_edgetpu.tflite"))
+
+
+def test_jetson_onnx_artifacts_validated_with_onnxruntime(tmp_path, capsys):
+    from edgekit.measure import runtime_unavailable_reason
+
+    out_dir = tmp_path / "j"
+    code, out, err = run_cli(
+        ["deploy", "--target", "jetson", "--json", "--runs", "20", "--out", str(out_dir)], capsys
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    ref = report["reference"]["accuracy"]
+    by = {a["format"]: a for a in report["artifacts"]}
+    assert {"onnx_fp32", "onnx_fp16", "onnx_int8_trt"} <= set(by)
+    assert by["onnx_fp16"]["top1_agreement"] >= 0.99
+    assert by["onnx_int8_trt"]["accuracy"] >= ref - 0.01
+    assert all(by[f]["runtime"]["name"] == "onnxruntime" for f in ("onnx_fp16", "onnx_int8_trt"))
+    if runtime_unavailable_reason("tensorrt", "gpu:0"):
+        skipped = {s["format"]: s["reason"] for s in report["skipped"]}
+        assert set(skipped) == {"tensorrt_fp16", "tensorrt_int8"}
+        # the exact commands for the device are written beside the ONNX files
+        scripts = sorted(p.name for p in out_dir.glob("*_trtexec.sh"))
+        assert len(scripts) == 2
+        text = (out_dir / scripts[-1]).read_text()
+        assert "trtexec" in text and "--onnx=" in text
 
 
 def test_deploy_user_model_json(trained_tiny, tmp_path, capsys):
