@@ -967,7 +967,10 @@ def test_distill_teaches_the_result_and_every_baseline_width_from_the_reference(
 
     shifted = dataclasses.replace(digits32, y_train=(digits32.y_train + 1) % 10)
     zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
+    # One iteration of search (the suite's time): the long fine-tuning and the baseline
+    # are what is tested.
     run = {**MACS_RUN, "long_epochs": 2, "baseline": True, "baseline_widths": (0.5,)}
+    run["max_iterations"] = 1
     out = tmp_path / "taught"
     taught = netadapt(
         reference[0], shifted, out, NetAdaptOptions(**run, distill=True, distill_lam=0.0), zoo=zoo
@@ -1016,8 +1019,10 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
             raise Killed
 
     zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
+    # One iteration of the uninterrupted run's search (the suite's time): the final
+    # training is what is tested, after a search stopped by --max-iterations.
     run = {**MACS_RUN, "long_epochs": 1, "baseline": True, "baseline_widths": (0.5,)}
-    options = NetAdaptOptions(**run, final="scratch")
+    options = NetAdaptOptions(**run, final="scratch", max_iterations=1)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         netadapt(
@@ -1027,13 +1032,15 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     state = json.loads((out / STATE).read_text())
     assert state["phase"] == "finetune" and not (out / "result.keras").exists()
     report = resume(out)
-    assert [_comparable(it) for it in report["iterations"]] == [
-        _comparable(it) for it in uninterrupted["iterations"]
-    ]
-    # With --long-epochs 0, the fine-tuning run's result is the search's own network.
-    searched = load_keras_model(uninterrupted["result"]["model"])
+    assert report["status"] == "max_iterations"
+    (first,) = [_comparable(it) for it in report["iterations"]]
+    assert first == _comparable(uninterrupted["iterations"][0])  # the same search
+    # The architecture is the searched network's (the checkpoint its one iteration chose).
+    searched = load_keras_model(out / json.loads((out / STATE).read_text())["current"]["model"])
     result = load_keras_model(report["result"]["model"])
-    assert _channels(report["result"]["model"]) == _channels(uninterrupted["result"]["model"])
+    channels = {g.name: g.channel_count for g in prunable_groups(searched)}
+    assert {g.name: g.channel_count for g in prunable_groups(result)} == channels
+    assert channels != {g.name: g.channel_count for g in prunable_groups(reference[0])}
     assert [layer.name for layer in result.layers] == [layer.name for layer in searched.layers]
     training, (base,) = report["result"]["training"], report["width_baseline"]
     # The reference's 2 epochs, the short fine-tunings' batches (rounded up to an epoch)
