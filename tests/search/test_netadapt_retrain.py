@@ -58,8 +58,8 @@ def test_the_section_compares_the_means_at_the_results_latency() -> None:
     data = SimpleNamespace(y_test=np.zeros(100), name="digits")
     args = argparse.Namespace(seeds=3, section="s_seeds", source="s")
     trainings = {
-        "mobilenet_v2_tiny 0.5x seed 1": {"accuracy": 0.7},
-        "mobilenet_v2_tiny 0.5x seed 2": {"accuracy": 0.68},
+        "mobilenet_v2_tiny 0.5x seed 1": {"accuracy": 0.7, "seconds": 150.0},
+        "mobilenet_v2_tiny 0.5x seed 2": {"accuracy": 0.68, "seconds": 210.0},
         "mobilenet_v2_tiny width 1 seed 1": {"accuracy": 0.9},
         "mobilenet_v2_tiny width 1 seed 2": {"accuracy": 0.9},
         "mobilenet_v2_tiny width 0.5 seed 1": {"accuracy": 0.5},
@@ -72,6 +72,8 @@ def test_the_section_compares_the_means_at_the_results_latency() -> None:
     # Means 0.76 against 0.7333: 2.7 images of 100 over.
     assert "| 0.7600 / 0.7333 | +2.7 | yes |" in row
     assert "| mobilenet_v2_tiny width 0.5 | 0.200 | 1 | 0.6000, 0.5000, 0.7000 | 0.6000 |" in text
+    # Minutes of every recorded training, whichever invocation ran it.
+    assert "the 6 recorded trainings of seeds 1 to 2 took 6 min (1 min of training in" in text
     # A seed not trained yet: the means of what there is, and no verdict.
     del trainings["mobilenet_v2_tiny width 0.5 seed 2"]
     text = mod.results_section(_saved(), {"trainings": trainings}, data, args, 60.0)
