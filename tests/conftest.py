@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ def trained_tiny(digits32: Any, tmp_path_factory: pytest.TempPathFactory) -> tup
     Trained once per test session: pytest-xdist workers share the file (the first trains it
     under a lock, the others wait and load it), and every worker uses the loaded model.
     """
+    from edgekit.deploy import SilentProgress, _cache_lock
     from edgekit.models import create
     from edgekit.models._io import load_keras_model, save_keras_model
     from edgekit.train import TrainConfig, set_seed, train_model
@@ -46,9 +46,7 @@ def trained_tiny(digits32: Any, tmp_path_factory: pytest.TempPathFactory) -> tup
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the session's folder, which holds each worker's
     path = root / "trained_tiny" / "tiny.keras"
-    path.parent.mkdir(exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _cache_lock(path, SilentProgress()):  # the default model's cache lock
         if not path.is_file():
             set_seed(0)  # the initial weights too, not only the training order
             model = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10)

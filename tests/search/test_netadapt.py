@@ -115,8 +115,10 @@ def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _channels(path: str | Path) -> dict[str, int]:
-    model = load_keras_model(path)
+def _channels(model: Any) -> dict[str, int]:
+    """Channels of each prunable group of a model, or of the model saved at a path."""
+    if isinstance(model, (str, Path)):
+        model = load_keras_model(model)
     return {g.name: g.channel_count for g in prunable_groups(model)}
 
 
@@ -1038,9 +1040,7 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     # The architecture is the searched network's (the checkpoint its one iteration chose).
     searched = load_keras_model(out / json.loads((out / STATE).read_text())["current"]["model"])
     result = load_keras_model(report["result"]["model"])
-    channels = {g.name: g.channel_count for g in prunable_groups(searched)}
-    assert {g.name: g.channel_count for g in prunable_groups(result)} == channels
-    assert channels != {g.name: g.channel_count for g in prunable_groups(reference[0])}
+    assert _channels(result) == _channels(searched) != _channels(reference[0])
     assert [layer.name for layer in result.layers] == [layer.name for layer in searched.layers]
     training, (base,) = report["result"]["training"], report["width_baseline"]
     # The reference's 2 epochs, the short fine-tunings' batches (rounded up to an epoch)
