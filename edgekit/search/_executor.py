@@ -73,6 +73,7 @@ class ProposalResult:
     out_path: str
     seconds: float
     history: dict[str, list[float]] = field(default_factory=dict)
+    loss: float = float("nan")
 
 
 # Up to this many batches are run eagerly: tracing Keras' training graph costs seconds, more
@@ -129,10 +130,24 @@ def fine_tune_steps(
 
 def val_accuracy(model: Any, data: Dataset) -> float:
     """Top-1 accuracy of a Keras model on the validation split (the test split if empty)."""
+    return val_scores(model, data)[0]
+
+
+# Validation losses are compared rounded to this many decimals, so that executors whose float
+# sums differ in the last bits (another process, another thread count) rank alike.
+LOSS_DECIMALS = 5
+
+
+def val_scores(model: Any, data: Dataset) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy of a Keras model on the validation split (the
+    test split if empty); the loss is rounded to :data:`LOSS_DECIMALS` decimals."""
     from edgekit.train import evaluate_probs
 
     x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
-    return float(np.mean(np.argmax(evaluate_probs(model, x), axis=1) == y))
+    probs = evaluate_probs(model, x)
+    accuracy = float(np.mean(np.argmax(probs, axis=1) == y))
+    picked = np.clip(probs[np.arange(len(y)), np.asarray(y, dtype=np.int64)], 1e-7, 1.0)
+    return accuracy, round(float(-np.mean(np.log(picked.astype(np.float64)))), LOSS_DECIMALS)
 
 
 def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
@@ -157,12 +172,12 @@ def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
     )
     if task.steps > 0:
         recalibrate(model, data)  # statistics of the fine-tuned weights, not a decaying mix
-    accuracy = val_accuracy(model, data)
+    accuracy, loss = val_scores(model, data)
     save_keras_model(model, task.out_path)
     del model
     gc.collect()
     return ProposalResult(
-        task.index, accuracy, task.out_path, round(time.perf_counter() - t0, 2), history
+        task.index, accuracy, task.out_path, round(time.perf_counter() - t0, 2), history, loss
     )
 
 

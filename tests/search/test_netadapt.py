@@ -300,23 +300,61 @@ def test_a_proposal_is_ranked_with_batchnorm_statistics_of_its_own(
     """The accuracy that ranks a proposal is taken with BatchNorm statistics re-estimated
     on the pruned network, not the unpruned network's (shown without fine-tuning, whose
     2 batches would move the statistics too)."""
-    from edgekit.search._executor import ProposalTask, run_proposal, val_accuracy
+    from edgekit.search._executor import ProposalTask, run_proposal, val_scores
 
     _, path = trained_tiny
     plan = {"block3_expand": 8, "stem_conv": 8}
 
-    def accuracy(bn_batches: int, steps: int) -> tuple[float, float]:
+    def scores(bn_batches: int, steps: int) -> tuple[tuple[float, float], tuple[float, float]]:
         task = ProposalTask(
             index=0, model_path=str(path), plan=plan, seed=0, steps=steps,
             out_path=str(tmp_path / f"p{bn_batches}_{steps}.keras"), bn_batches=bn_batches,
         )  # fmt: skip
         result = run_proposal(task, digits32)
-        return result.accuracy, val_accuracy(load_keras_model(result.out_path), digits32)
+        return (result.accuracy, result.loss), val_scores(
+            load_keras_model(result.out_path), digits32
+        )
 
-    stale, _ = accuracy(0, 0)
-    fresh, saved = accuracy(10, 0)
+    (stale, stale_loss), _ = scores(0, 0)
+    (fresh, fresh_loss), saved = scores(10, 0)
     assert fresh >= stale + 0.25, (stale, fresh)  # measured: 0.10 -> 0.59
-    assert saved == fresh  # the saved proposal holds the re-estimated statistics
+    assert fresh_loss < stale_loss, (stale_loss, fresh_loss)
+    assert saved == (fresh, fresh_loss)  # the saved proposal holds the re-estimated statistics
+
+
+def test_validation_scores_are_the_accuracy_and_the_cross_entropy(
+    trained_tiny: tuple[Any, Path], digits32: Any
+) -> None:
+    from edgekit._keras import tf
+    from edgekit.search._executor import LOSS_DECIMALS, val_scores
+
+    model, _ = trained_tiny
+    accuracy, loss = val_scores(model, digits32)
+    probs = model.predict(digits32.x_val, verbose=0)
+    expected = tf.keras.losses.SparseCategoricalCrossentropy()(digits32.y_val, probs)
+    assert loss == pytest.approx(float(expected), abs=2 * 10**-LOSS_DECIMALS)
+    assert accuracy == pytest.approx(np.mean(np.argmax(probs, axis=1) == digits32.y_val))
+    assert 0.0 < loss < 2.3  # trained: better than a uniform guess over 10 classes
+
+
+def test_equally_accurate_proposals_are_decided_by_the_validation_loss() -> None:
+    from edgekit.search._loop import Proposal, proposal_rank
+
+    def proposal(order: int, accuracy: float, loss: float, latency: float) -> Proposal:
+        return Proposal(f"g{order}", 16, 8, {"latency": latency}, order, accuracy, loss)
+
+    def best(*proposals: Proposal) -> int:
+        return min(proposals, key=lambda p: proposal_rank(p, "latency")).order
+
+    # the most accurate wins whatever its loss and latency
+    assert best(proposal(0, 0.98, 0.05, 1.0), proposal(1, 0.99, 0.30, 1.2)) == 1
+    # equally accurate: the lower loss wins, even at a higher latency
+    assert best(proposal(0, 0.99, 0.08, 1.0), proposal(1, 0.99, 0.05, 1.2)) == 1
+    # equal accuracy and loss: the lower latency, then the earlier proposal
+    assert best(proposal(0, 0.99, 0.05, 1.2), proposal(1, 0.99, 0.05, 1.0)) == 1
+    assert best(proposal(0, 0.99, 0.05, 1.0), proposal(1, 0.99, 0.05, 1.0)) == 0
+    # a proposal without a loss ranks after an equally accurate one with a loss
+    assert best(proposal(0, 0.99, float("nan"), 0.5), proposal(1, 0.99, 0.40, 1.0)) == 1
 
 
 def test_a_step_too_few_groups_can_make_is_halved_not_the_end(
