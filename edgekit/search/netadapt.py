@@ -19,9 +19,10 @@ Starting from the trained ``Net_0``, iteration ``i`` (from 1):
    by filter L1 norm. Groups that cannot reach the targets are skipped;
 3. fine-tunes each proposal for ``short_steps`` batches with a seed fixed by the run's seed,
    the iteration and the group, and evaluates it on the validation split;
-4. keeps the most accurate (ties: the smaller primary resource, then model order); when the
-   primary resource is latency and the target can be measured here, converts it and
-   measures it, recording the predicted and the measured latency.
+4. keeps the most accurate (ties: the lower validation loss, then the smaller primary
+   resource, then model order); when the primary resource is latency and the target can be
+   measured here, converts it and measures it, recording the predicted and the measured
+   latency.
 
 A relative budget (``0.5x``) is a share of the reference's resource as the search evaluates
 it: for latency, the table's prediction when there is a table (each chosen network's
