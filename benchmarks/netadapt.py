@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -48,6 +49,8 @@ import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 from edgekit._io import write_json_atomic
 
 CHARTS = Path(__file__).with_name("netadapt")
+# A run's portable record, next to its charts (see write_run_record).
+RUN_RECORD = "run.json.gz"
 # Side-by-side sessions of the final timing (the median is reported, and the spread).
 SESSIONS = 3
 # Fresh `edgekit bench` processes per result (and as many of the reference).
@@ -187,6 +190,10 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_charts(work, rows, baselines, CHARTS.with_name(args.section))
+        if (work / "rows.json").is_file() and all(
+            (work / r["model"] / r["budget"] / "result.keras").is_file() for r in rows
+        ):
+            write_run_record(work, CHARTS.with_name(args.section) / RUN_RECORD)
         write_section(args.section, body)
 
 
@@ -242,6 +249,30 @@ def pick_input_size(models: str, width: float, floor_ms: float = 1.0) -> tuple[i
     )
     print(why, file=sys.stderr)
     return chosen, why
+
+
+def write_run_record(work: Path, to: Path) -> Path:
+    """What benchmarks/netadapt_retrain.py needs to train a run's networks again after its
+    --out folder is gone, kept next to its charts (gzip JSON, a few kB): the run's rows.json
+    (rows, baselines, settings) and each result's architecture (Keras config, no weights: a
+    retraining starts from fresh weights)."""
+    import gzip
+
+    from edgekit.models._io import load_keras_model
+
+    saved = json.loads((work / "rows.json").read_text())
+    saved["architectures"] = {
+        f"{r['model']} {r['budget']}": json.loads(
+            load_keras_model(work / r["model"] / r["budget"] / "result.keras").to_json()
+        )
+        for r in saved["rows"]
+    }
+    to.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=to.parent, prefix=f".{to.name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(gzip.compress(json.dumps(saved, sort_keys=True).encode(), mtime=0))
+    os.replace(tmp, to)
+    return to
 
 
 def write_charts(

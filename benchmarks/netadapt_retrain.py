@@ -22,8 +22,10 @@ run goes on where it stopped when started again.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,12 @@ def _say(message: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run", type=Path, help="a benchmarks/netadapt.py --out folder")
+    ap.add_argument(
+        "run",
+        type=Path,
+        help="a benchmarks/netadapt.py --out folder, or the run.json.gz the run left next to "
+        "its charts (benchmarks/<section>/) for when that folder is gone",
+    )
     ap.add_argument(
         "--seeds", type=int, default=3, help="trainings per network, the run's own included"
     )
@@ -57,13 +64,29 @@ def main() -> None:
     )
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = ap.parse_args()
-    saved_path = args.run / "rows.json"
-    if not saved_path.is_file():
-        ap.error(
-            f"{args.run}: no rows.json there; give the --out folder of a finished netadapt.py run"
-        )
-    saved = json.loads(saved_path.read_text())
+    if args.run.is_file():
+        try:
+            saved = json.loads(gzip.decompress(args.run.read_bytes()))
+        except (OSError, ValueError) as err:
+            ap.error(f"{args.run}: not a run record written by netadapt.py ({err})")
+        if "architectures" not in saved:
+            ap.error(f"{args.run}: holds no architectures; it is not a netadapt.py run record")
+        folder = args.run.parent
+    else:
+        saved_path = args.run / "rows.json"
+        if not saved_path.is_file():
+            ap.error(
+                f"{args.run}: no rows.json there; give the --out folder of a finished "
+                "netadapt.py run, or the run.json.gz next to its charts"
+            )
+        saved = json.loads(saved_path.read_text())
+        folder = args.run
     run = saved.get("args", {})
+    if run.get("distill") and args.run.is_file():
+        ap.error(
+            f"{args.run}: a --distill run trains from its reference's weights, which the record "
+            "does not keep; give the run's --out folder"
+        )
     if run.get("final") != "scratch":
         ap.error(
             f"{args.run}: its results were fine-tuned (--final {run.get('final', 'fine-tune')}), "
@@ -81,7 +104,7 @@ def main() -> None:
 
     size = int(run["input_size"])
     data = load_dataset(run.get("data", "digits"), (size, size, 3))
-    record_path = args.run / RECORD
+    record_path = folder / RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     if record and record.get("source_seed") != run["seed"]:
         ap.error(
@@ -91,7 +114,7 @@ def main() -> None:
     record.setdefault("trainings", {})
     t0 = time.perf_counter()
     for k in range(1, args.seeds):
-        for key, train in _trainings(saved, run, data, args.run, k):
+        for key, train in _trainings(saved, run, data, folder, k):
             if key in record["trainings"]:
                 continue
             _say(f"seed {k}: {key}")
@@ -131,7 +154,7 @@ def _trainings(saved: dict[str, Any], run: dict[str, Any], data: Any, folder: Pa
     for r in saved["rows"]:
 
         def result(r: dict[str, Any] = r) -> dict[str, Any]:
-            searched = load_keras_model(folder / r["model"] / r["budget"] / "result.keras")
+            searched = _searched(saved, folder, r)
             s = derive_seed(seed, "scratch")
             model = train_from_scratch(
                 searched, data, r["final"]["epochs"], s, teacher=teacher(folder / r["model"])
@@ -145,13 +168,13 @@ def _trainings(saved: dict[str, Any], run: dict[str, Any], data: Any, folder: Pa
         for b in widths:
 
             def width(b: dict[str, Any] = b, name: str = name, zoo: Any = zoo) -> dict[str, Any]:
-                work = folder / name / "baseline_repeats"
                 meter = make_meter(["macs"], None, None, False, None, None)
                 multiplier = b["width"] / zoo.width
-                _, entry = train_width(
-                    zoo, multiplier, zoo.train_epochs, data, meter, work, _say, seed=seed,
-                    teacher=teacher(folder / name),
-                )  # fmt: skip
+                with tempfile.TemporaryDirectory(prefix="edgekit-retrain-") as work:
+                    _, entry = train_width(
+                        zoo, multiplier, zoo.train_epochs, data, meter, Path(work), _say,
+                        seed=seed, teacher=teacher(folder / name),
+                    )  # fmt: skip
                 return {
                     "seed": entry["seed"],
                     "epochs": zoo.train_epochs,
@@ -159,6 +182,26 @@ def _trainings(saved: dict[str, Any], run: dict[str, Any], data: Any, folder: Pa
                 }
 
             yield f"{name} width {b['width']:g} seed {k}", width
+
+
+def _searched(saved: dict[str, Any], folder: Path, row: dict[str, Any]) -> Any:
+    """A result's architecture: its saved model in a run folder, else the record's config."""
+    import edgekit.models  # noqa: F401  (registers edgekit's custom layers)
+    from edgekit._keras import keras
+    from edgekit.models._io import check_classifier, load_keras_model
+
+    path = folder / row["model"] / row["budget"] / "result.keras"
+    if path.is_file():
+        return load_keras_model(path)
+    key = f"{row['model']} {row['budget']}"
+    config = saved.get("architectures", {}).get(key)
+    if config is None:
+        raise SystemExit(f"{folder}: neither {path.name} nor a recorded architecture for {key}")
+    if '"Lambda"' in json.dumps(config):  # a config is code only through Lambda layers
+        raise SystemExit(f"{folder}: the architecture of {key} holds a Lambda layer; refused")
+    model = keras.models.model_from_json(json.dumps(config))
+    check_classifier(model, key)
+    return model
 
 
 def results_section(

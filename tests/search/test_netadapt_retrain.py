@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +142,62 @@ def test_bad_input_is_one_line(
     proc = _run([str(tmp_path), "--section", "t", "--source", "s", "--no-write", *extra])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert expected in proc.stderr.strip().splitlines()[-1]
+
+
+def _netadapt_module() -> Any:
+    spec = importlib.util.spec_from_file_location("netadapt_bench", SCRIPT.with_name("netadapt.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_is_trained_again_from_its_record_once_its_folder_is_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """netadapt.py keeps each result's architecture (no weights) in a small record next to
+    its charts; from it the script rebuilds the searched network and trains it again."""
+    mod = _module()
+    run = tmp_path / "run"
+    result = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10, width=0.5)
+    save_keras_model(result, run / "mobilenet_v2_tiny" / "0.5x" / "result.keras")
+    saved = _saved()
+    saved["baselines"]["mobilenet_v2_tiny"] = saved["baselines"]["mobilenet_v2_tiny"][:1]
+    (run / "rows.json").write_text(json.dumps(saved))
+    charts = tmp_path / "charts"
+    path = _netadapt_module().write_run_record(run, charts / "run.json.gz")
+    assert path.stat().st_size < 20_000
+    rebuilt = mod._searched(
+        json.loads(gzip.decompress(path.read_bytes())), charts, saved["rows"][0]
+    )
+    assert [(w.name, tuple(w.shape)) for w in rebuilt.weights] == [
+        (w.name, tuple(w.shape)) for w in result.weights
+    ]
+    shutil.rmtree(run)
+    argv = ["netadapt_retrain.py", str(path), "--seeds", "2", "--section", "t", "--source", "s"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--no-write"])
+    mod.main()
+    out = capsys.readouterr().out
+    record = json.loads((charts / "retrain.json").read_text())["trainings"]
+    assert set(record) == {"mobilenet_v2_tiny 0.5x seed 1", "mobilenet_v2_tiny width 1 seed 1"}
+    assert "| mobilenet_v2_tiny 0.5x | 0.300 |" in out
+
+
+def test_a_recorded_architecture_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
+    from edgekit._keras import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    saved = {"architectures": {"m 0.5x": json.loads(model.to_json())}}
+    with pytest.raises(SystemExit, match="holds a Lambda layer; refused"):
+        _module()._searched(saved, tmp_path, {"model": "m", "budget": "0.5x"})
+
+
+def test_a_file_that_is_not_a_run_record_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "run.json.gz"
+    bad.write_bytes(b"not gzip")
+    proc = _run([str(bad), "--section", "t", "--source", "s", "--no-write"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "not a run record written by netadapt.py" in proc.stderr.strip().splitlines()[-1]
