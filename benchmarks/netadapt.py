@@ -299,24 +299,48 @@ def run_model(
     name: str, data: Any, work: Path, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train ``name``, search each budget, train the width baseline once, measure all."""
+    from edgekit.models._io import load_keras_model
     from edgekit.search import (
         NetAdaptOptions,
         ZooSpec,
         make_executor,
         netadapt,
-        result_epochs,
         train_zoo_model,
     )
 
     size = args.input_size
     zoo = ZooSpec(name, args.width, size, args.train_epochs)
-    print(f"{name}: training {args.train_epochs} epochs at {size}x{size}", file=sys.stderr)
-    t0 = time.perf_counter()
-    model = train_zoo_model(zoo, data, seed=args.seed)
-    train_s = time.perf_counter() - t0
+    budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    # A killed benchmark started again with the same --out goes on: the searches that
+    # finished (their netadapt.json) are read back, and so is the trained reference.
+    progress_path = work / "progress.json"
+    progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    done = [b for b in budgets if (work / b / "netadapt.json").is_file()]
+    if done and "train_s" in progress:
+        print(f"{name}: the reference trained by the run in {work}", file=sys.stderr)
+        model = load_keras_model(work / done[0] / "reference.keras")
+        train_s = float(progress["train_s"])
+    else:
+        print(f"{name}: training {args.train_epochs} epochs at {size}x{size}", file=sys.stderr)
+        t0 = time.perf_counter()
+        model = train_zoo_model(zoo, data, seed=args.seed)
+        train_s = time.perf_counter() - t0
+        progress = {"train_s": round(train_s, 1), "walls": {}}
+        write_json_atomic(progress_path, progress)
     rows = []
     reports = {}
-    for budget in [b.strip() for b in args.budgets.split(",") if b.strip()]:
+    for budget in budgets:
+        if budget in done and budget in progress.get("walls", {}):
+            report = json.loads((work / budget / "netadapt.json").read_text())
+            wall = float(progress["walls"][budget])
+            _say(f"{name} {budget}: the finished search in {work / budget}")
+            rows.append(_row(name, budget, report, wall, train_s, args, len(data.x_train)))
+            continue
+        if (work / budget).exists():
+            raise SystemExit(
+                f"{work / budget}: a search that did not finish; remove the folder to search "
+                "again (or continue it with edgekit search netadapt --resume)"
+            )
         print(f"{name}: NetAdapt to {budget} of the measured latency", file=sys.stderr)
         options = NetAdaptOptions(
             budgets=(budget,),
@@ -342,36 +366,9 @@ def run_model(
             )  # fmt: skip
         wall = time.perf_counter() - t0
         reports[budget] = report
-        budget_ms = float(report["budget"]["latency"]["value"])
-        rows.append(
-            {
-                "model": name,
-                "budget": budget,
-                "budget_ms": budget_ms,
-                "ref_ms": float(report["reference"]["latency_ms"]),
-                "ref_acc": float(report["reference"]["accuracy"]),
-                "acc": float(report["result"]["accuracy"]),
-                "macs_ratio": report["result"]["macs"] / report["reference"]["macs"],
-                "iterations": len(report["iterations"]),
-                "status": report["status"],
-                "epochs": (
-                    report["result"]["training"]["epochs"]
-                    if args.final == "scratch"
-                    else result_epochs(
-                        args.train_epochs, len(report["iterations"]), options, len(data.x_train)
-                    )
-                ),
-                "wall": wall,
-                "final": report["result"]["training"],
-                "train_s": train_s,
-                "latency_from": report["latency_source"]
-                + (f" (table {report['profile']})" if report.get("profile") else ""),
-                "history": [
-                    (it["group"], it["channels_before"], it["channels_after"])
-                    for it in report["iterations"]
-                ],
-            }
-        )
+        progress.setdefault("walls", {})[budget] = round(wall, 1)
+        write_json_atomic(progress_path, progress)
+        rows.append(_row(name, budget, report, wall, train_s, args, len(data.x_train)))
         _say(f"{name} {budget}: accuracy {rows[-1]['acc']:.4f}, {wall / 60:.1f} min")
 
     epochs = max(r["epochs"] for r in rows)
@@ -380,6 +377,42 @@ def run_model(
     for r in rows:
         r["baseline_s"] = baseline_s
     return rows, baseline
+
+
+def _row(
+    name: str, budget: str, report: dict[str, Any], wall: float, train_s: float,
+    args: argparse.Namespace, n_train: int,
+) -> dict[str, Any]:  # fmt: skip
+    """One search's row of the table, from its report."""
+    from edgekit.search import NetAdaptOptions, result_epochs
+
+    options = NetAdaptOptions.from_dict(report["options"])
+    budget_ms = float(report["budget"]["latency"]["value"])
+    return {
+        "model": name,
+        "budget": budget,
+        "budget_ms": budget_ms,
+        "ref_ms": float(report["reference"]["latency_ms"]),
+        "ref_acc": float(report["reference"]["accuracy"]),
+        "acc": float(report["result"]["accuracy"]),
+        "macs_ratio": report["result"]["macs"] / report["reference"]["macs"],
+        "iterations": len(report["iterations"]),
+        "status": report["status"],
+        "epochs": (
+            report["result"]["training"]["epochs"]
+            if args.final == "scratch"
+            else result_epochs(args.train_epochs, len(report["iterations"]), options, n_train)
+        ),
+        "wall": wall,
+        "final": report["result"]["training"],
+        "train_s": train_s,
+        "latency_from": report["latency_source"]
+        + (f" (table {report['profile']})" if report.get("profile") else ""),
+        "history": [
+            (it["group"], it["channels_before"], it["channels_after"])
+            for it in report["iterations"]
+        ],
+    }
 
 
 def measure_model(
