@@ -98,6 +98,21 @@ def training_dataset(data: Dataset, batch_size: int, seed: int, augment: bool = 
     return ds.prefetch(2)
 
 
+def build_for_fit(model: Any, data: Dataset) -> None:
+    """Create, before ``fit``, the variables Keras would create inside its first training
+    step: the optimizer's slots and the compiled loss's and metrics' state.
+
+    A ``tf.function`` that creates variables on its first call is traced twice (once to
+    create them, once more to run without creating any), and tracing the training step of
+    a MobileNet takes seconds: 2.5 s for MobileNet v2 tiny at 32 px on a 2-core EPYC, paid
+    by every training. Created here, the step is traced once. Nothing is trained: the
+    slots start at the values Keras gives them anyway, and one training image is evaluated
+    in inference mode (no BatchNorm statistic moves); the trained weights are the same.
+    """
+    model.optimizer.build(model.trainable_variables)
+    model.evaluate(data.x_train[:1], data.y_train[:1], verbose=0)
+
+
 def train_model(
     model: Any,
     data: Dataset,
@@ -122,6 +137,7 @@ def train_model(
     ds = training_dataset(data, cfg.batch_size, cfg.seed, cfg.augment)
     val = (data.x_val, data.y_val) if len(data.x_val) else None
     compile_model(model, cfg.learning_rate, steps_per_epoch * cfg.epochs, cfg.label_smoothing)
+    build_for_fit(model, data)
     history = model.fit(
         ds,
         epochs=cfg.epochs,

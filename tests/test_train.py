@@ -145,3 +145,28 @@ def test_two_processes_wanting_the_default_train_it_once(
     assert path_1 == path_2 and path_1.is_file()
     for a, b in zip(model_1.get_weights(), model_2.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_training_traces_its_step_once_and_trains_as_keras_alone_would(
+    digits32: Any, monkeypatch: Any
+) -> None:
+    """build_for_fit creates the optimizer's and metrics' variables before fit, so the
+    training step is traced once, not twice (a step that creates variables is traced
+    again); the trained weights are exactly those of fit left to create them itself."""
+    from edgekit import train
+    from edgekit.models import create
+
+    def trained() -> tuple[Any, list[np.ndarray]]:
+        train.set_seed(0)
+        model = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10, width=0.5)
+        train.train_model(model, digits32, train.TrainConfig(epochs=1, seed=3))
+        return model, model.get_weights()
+
+    model, built = trained()
+    assert model.train_function.experimental_get_tracing_count() == 1
+    monkeypatch.setattr(train, "build_for_fit", lambda model, data: None)
+    model, alone = trained()
+    assert model.train_function.experimental_get_tracing_count() == 2
+    assert len(built) == len(alone)
+    for a, b in zip(built, alone, strict=True):
+        np.testing.assert_array_equal(a, b)

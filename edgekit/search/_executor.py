@@ -105,7 +105,7 @@ def fine_tune_steps(
     if steps <= 0:
         return {}
     from edgekit._keras import tf
-    from edgekit.train import compile_model, set_seed
+    from edgekit.train import build_for_fit, compile_model, set_seed
 
     set_seed(seed)
     n = len(data.x_train)
@@ -113,6 +113,7 @@ def fine_tune_steps(
     ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat().batch(batch_size)
     compile_model(model, learning_rate, steps)
     if steps > EAGER_STEPS:
+        build_for_fit(model, data)
         history = model.fit(ds.prefetch(2), steps_per_epoch=steps, epochs=1, verbose=0)
         return {"loss": [float(history.history["loss"][-1])]}
     losses = []
