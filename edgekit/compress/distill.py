@@ -136,6 +136,9 @@ def distill(
     distiller = _distiller_class()(student, teachers, temperature=temperature, lam=lam)
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1))
     distiller.compile(optimizer=keras.optimizers.Adam(schedule))
+    # The optimizer's slots made now, not in the first step: a step that creates variables
+    # is traced twice (see edgekit.train.build_for_fit; the trackers exist already).
+    distiller.optimizer.build(student.trainable_variables)
     callbacks = ctx.training_callbacks(epochs) if ctx.training_callbacks else []
     val = (data.x_val, data.y_val) if len(data.x_val) else None
     distiller.fit(ds, epochs=epochs, validation_data=val, verbose=0, callbacks=callbacks)

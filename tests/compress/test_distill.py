@@ -102,8 +102,21 @@ def _weights(model: Any) -> list[np.ndarray]:
 
 
 def test_distill_improves_the_student_and_is_deterministic(
-    trained_tiny: tuple[Any, Path], digits32: Dataset
+    trained_tiny: tuple[Any, Path], digits32: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """... and traces its training step once (the optimizer's slots exist before fit)."""
+    import importlib
+
+    distiller_class = importlib.import_module("edgekit.compress.distill")._distiller_class()
+    traces = []
+    fit = distiller_class.fit
+
+    def counting_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        history = fit(self, *args, **kwargs)
+        traces.append(self.train_function.experimental_get_tracing_count())
+        return history
+
+    monkeypatch.setattr(distiller_class, "fit", counting_fit)
     teacher, _ = trained_tiny
     ctx = StepContext(data=digits32, seed=3)
     untrained = ctx.accuracy(build_student("half", teacher, ctx))
@@ -113,6 +126,7 @@ def test_distill_improves_the_student_and_is_deterministic(
         assert distill(student, teacher, ctx, epochs=2) is student
         runs.append((ctx.accuracy(student), _weights(student)))
     (acc, weights), (acc2, weights2) = runs
+    assert traces == [1, 1]
     assert acc >= untrained + 0.15, (untrained, acc)
     assert acc == acc2
     for a, b in zip(weights, weights2, strict=True):
