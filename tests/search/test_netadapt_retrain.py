@@ -120,6 +120,26 @@ def test_it_trains_each_network_again_and_goes_on_where_it_stopped(
     assert "seed 1:" not in again.err  # nothing trained again
     assert _without_minutes(again.out) == _without_minutes(first.out)
 
+    # The run's record (netadapt.py leaves it next to its charts) stands in for the folder
+    # once that is gone: it rebuilds the searched architecture, without weights.
+    charts = tmp_path / "charts"
+    path = _netadapt_module().write_run_record(run, charts / "run.json.gz")
+    assert path.stat().st_size < 20_000
+    saved = json.loads(gzip.decompress(path.read_bytes()))
+    rebuilt = mod._searched(saved, charts, saved["rows"][0])
+    assert [(w.name, tuple(w.shape)) for w in rebuilt.weights] == [
+        (w.name, tuple(w.shape)) for w in result.weights
+    ]
+    shutil.copy(run / "retrain.json", charts / "retrain.json")
+    shutil.rmtree(run)
+    monkeypatch.setattr(sys, "argv", [argv[0], str(path), *argv[2:], "--no-write"])
+    mod.main()
+    from_record = capsys.readouterr()
+    assert (
+        "seed 1:" not in from_record.err
+    )  # its trainings are read from the retrain.json beside it
+    assert _without_minutes(from_record.out) == _without_minutes(first.out)
+
 
 def _without_minutes(text: str) -> str:
     assert re.search(r"\d+ min of training", text), text
@@ -150,37 +170,6 @@ def _netadapt_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_a_run_is_trained_again_from_its_record_once_its_folder_is_gone(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """netadapt.py keeps each result's architecture (no weights) in a small record next to
-    its charts; from it the script rebuilds the searched network and trains it again."""
-    mod = _module()
-    run = tmp_path / "run"
-    result = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10, width=0.5)
-    save_keras_model(result, run / "mobilenet_v2_tiny" / "0.5x" / "result.keras")
-    saved = _saved()
-    saved["baselines"]["mobilenet_v2_tiny"] = saved["baselines"]["mobilenet_v2_tiny"][:1]
-    (run / "rows.json").write_text(json.dumps(saved))
-    charts = tmp_path / "charts"
-    path = _netadapt_module().write_run_record(run, charts / "run.json.gz")
-    assert path.stat().st_size < 20_000
-    rebuilt = mod._searched(
-        json.loads(gzip.decompress(path.read_bytes())), charts, saved["rows"][0]
-    )
-    assert [(w.name, tuple(w.shape)) for w in rebuilt.weights] == [
-        (w.name, tuple(w.shape)) for w in result.weights
-    ]
-    shutil.rmtree(run)
-    argv = ["netadapt_retrain.py", str(path), "--seeds", "2", "--section", "t", "--source", "s"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--no-write"])
-    mod.main()
-    out = capsys.readouterr().out
-    record = json.loads((charts / "retrain.json").read_text())["trainings"]
-    assert set(record) == {"mobilenet_v2_tiny 0.5x seed 1", "mobilenet_v2_tiny width 1 seed 1"}
-    assert "| mobilenet_v2_tiny 0.5x | 0.300 |" in out
 
 
 def test_a_recorded_architecture_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
