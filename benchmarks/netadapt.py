@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import host_line, write_section
 
 import edgekit  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
-from edgekit._io import set_default_mode, write_json_atomic
+from edgekit._io import write_bytes_atomic, write_json_atomic
 
 CHARTS = Path(__file__).with_name("netadapt")
 # A run's portable record, next to its charts (see write_run_record).
@@ -268,12 +267,9 @@ def write_run_record(work: Path, to: Path) -> Path:
         for r in saved["rows"]
     }
     to.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=to.parent, prefix=f".{to.name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(gzip.compress(json.dumps(saved, sort_keys=True).encode(), mtime=0))
-    set_default_mode(tmp)  # mkstemp makes it 0600
-    os.replace(tmp, to)
-    return to
+    return write_bytes_atomic(
+        to, gzip.compress(json.dumps(saved, sort_keys=True).encode(), mtime=0)
+    )
 
 
 def write_charts(
