@@ -370,7 +370,11 @@ def run_model(
 
     epochs = max(r["epochs"] for r in rows)
     teacher = model if args.distill else None
-    baseline, baseline_s = train_baseline(zoo, data, work / "baseline", epochs, args, teacher)
+    baseline, baseline_s = train_baseline(
+        zoo, data, work / "baseline", epochs, args, teacher,
+        trained=progress.setdefault("baseline", {}),
+        save=lambda: write_json_atomic(progress_path, progress),
+    )  # fmt: skip
     for r in rows:
         r["baseline_s"] = baseline_s
     return rows, baseline
@@ -519,24 +523,62 @@ def train_baseline(
     epochs: int,
     args: argparse.Namespace,
     teacher: Any = None,
+    trained: dict[str, dict[str, Any]] | None = None,
+    save: Any = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """The same architecture at uniform widths, each trained ``epochs`` epochs from scratch
     as a search's own baseline is (:func:`edgekit.search.train_width`; with ``teacher``,
-    distilled from it every epoch), with its int8 artifact and test accuracy."""
-    from edgekit.search import make_meter, train_width
+    distilled from it every epoch), with its int8 artifact and test accuracy.
 
-    meter = make_meter(["latency"], "cpu", None, True, work, data.x_train, runs=args.runs)
-    baseline = []
-    t0 = time.perf_counter()
+    ``trained`` (the run's progress.json keeps it) holds each width this run trained, by
+    width; one trained exactly as it would be now (epochs, seed, distillation) whose
+    artifact is still there is taken as it is, so a run started again, or given one more
+    width, trains only what it lacks. Each width's seed depends on the run's seed and the
+    width alone, so a width added later trains as it would have in the first invocation.
+    ``save`` is called after each new training. Returns the baseline and the seconds of
+    training it took, reused widths included."""
+    from edgekit.search import derive_seed, make_meter, train_width
+
+    trained = {} if trained is None else trained
+    meter = None
+    baseline, seconds = [], 0.0
     for multiplier in (float(w) for w in args.baseline_widths.split(",")):
-        _, entry = train_width(
-            zoo, multiplier, epochs, data, meter, work, _say, seed=args.seed,
-            teacher=teacher,
-        )  # fmt: skip
-        baseline.append(
-            {"width": entry["width"], "accuracy": entry["accuracy"], "artifact": entry["artifact"]}
-        )
-    return baseline, time.perf_counter() - t0
+        width = round(zoo.width * multiplier, 6)
+        how = {
+            "epochs": epochs,
+            "seed": derive_seed(args.seed, "baseline", width),
+            "distilled": teacher is not None,
+        }
+        entry = trained.get(f"{width:g}")
+        if (
+            entry is not None
+            and all(entry.get(k) == v for k, v in how.items())
+            and entry.get("artifact")
+            and Path(entry["artifact"]).is_file()
+        ):
+            _say(f"baseline: width {width:g} as this run trained it ({entry['accuracy']:.4f})")
+        else:
+            if meter is None:
+                meter = make_meter(
+                    ["latency"], "cpu", None, True, work, data.x_train, runs=args.runs
+                )
+            _, got = train_width(
+                zoo, multiplier, epochs, data, meter, work, _say, seed=args.seed,
+                teacher=teacher,
+            )  # fmt: skip
+            entry = {
+                "width": got["width"],
+                "accuracy": got["accuracy"],
+                "artifact": got["artifact"],
+                **how,
+                "seconds": got["seconds"],
+            }
+            trained[f"{width:g}"] = entry
+            if save is not None:
+                save()
+        baseline.append({k: entry[k] for k in ("width", "accuracy", "artifact")})
+        seconds += float(entry["seconds"])
+    return baseline, seconds
 
 
 def fresh_cell(r: dict[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""benchmarks/netadapt_retrain.py: more training seeds for a saved --final scratch run."""
+"""benchmarks/netadapt_retrain.py: more training seeds for a saved --final scratch run; and
+the parts of benchmarks/netadapt.py that such a run and a resumed run rely on."""
 
 from __future__ import annotations
 
@@ -190,3 +191,53 @@ def test_a_file_that_is_not_a_run_record_is_one_line(tmp_path: Path) -> None:
     proc = _run([str(bad), "--section", "t", "--source", "s", "--no-write"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "not a run record written by netadapt.py" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_width_trained_as_it_would_be_now_is_not_trained_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """netadapt.py's baseline: a run given one more width trains only that width; a width
+    recorded with other epochs, another seed or a lost artifact is trained again."""
+    import edgekit.search
+    from edgekit.search import ZooSpec, derive_seed
+
+    mod = _netadapt_module()
+    calls: list[float] = []
+
+    def fake_train_width(zoo, multiplier, epochs, data, meter, folder, say, **kw):  # type: ignore[no-untyped-def]
+        calls.append(multiplier)
+        width = round(zoo.width * multiplier, 6)
+        artifact = folder / f"width_{width:g}_int8.tflite"
+        artifact.write_bytes(b"tflite")
+        seed = derive_seed(kw["seed"], "baseline", width)
+        entry = {"width": width, "accuracy": 0.5 + multiplier / 10, "artifact": str(artifact)}
+        return None, {**entry, "seed": seed, "seconds": 10.0}
+
+    monkeypatch.setattr(edgekit.search, "train_width", fake_train_width)
+    monkeypatch.setattr(edgekit.search, "make_meter", lambda *a, **k: object())
+    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 1)
+    data = SimpleNamespace(x_train=np.zeros((1, 32, 32, 3), np.float32))
+    args = argparse.Namespace(baseline_widths="1.0,0.5", seed=3, runs=10)
+    trained: dict[str, dict[str, Any]] = {}
+    saves: list[int] = []
+    save = lambda: saves.append(len(trained))  # noqa: E731
+    first, seconds = mod.train_baseline(zoo, data, tmp_path, 4, args, trained=trained, save=save)
+    assert calls == [1.0, 0.5] and saves == [1, 2] and seconds == 20.0
+    assert trained["0.5"]["seed"] == derive_seed(3, "baseline", 0.5)
+
+    args.baseline_widths = "1.0,0.5,0.4"  # one width more
+    again, seconds = mod.train_baseline(zoo, data, tmp_path, 4, args, trained=trained, save=save)
+    assert calls == [1.0, 0.5, 0.4] and seconds == 30.0
+    assert again[:2] == first and again[2]["width"] == 0.4
+
+    calls.clear()  # trained otherwise than now, or its artifact is gone: trained again
+    Path(trained["1"]["artifact"]).unlink()
+    mod.train_baseline(zoo, data, tmp_path, 5, args, trained=trained)
+    assert calls == [1.0, 0.5, 0.4]
+    calls.clear()
+    args.seed = 4
+    mod.train_baseline(zoo, data, tmp_path, 5, args, trained=trained)
+    assert calls == [1.0, 0.5, 0.4]
+    calls.clear()
+    mod.train_baseline(zoo, data, tmp_path, 5, args, trained=trained)
+    assert calls == []
