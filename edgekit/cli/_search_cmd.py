@@ -29,6 +29,7 @@ _RUN_OPTIONS = (
     "proposals",
     "short_steps",
     "bn_batches",
+    "screen_batches",
     "learning_rate",
     "long_epochs",
     "long_learning_rate",
@@ -116,6 +117,14 @@ def _items(values: tuple[str, ...]) -> list[str]:
     default=0,
     show_default=True,
     help="Re-estimate each proposal's BatchNorm statistics on N training batches (0: never).",
+)
+@click.option(
+    "--screen-batches",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --proposals K: score every group's proposal unfine-tuned, BatchNorm statistics "
+    "re-estimated on N batches, and fine-tune the K best (0: the K groups that cost most).",
 )
 @click.option(
     "--learning-rate",
@@ -267,6 +276,7 @@ def netadapt_command(
     proposals: int | None,
     short_steps: int,
     bn_batches: int,
+    screen_batches: int,
     learning_rate: float,
     long_epochs: int,
     long_learning_rate: float,
@@ -360,6 +370,7 @@ def netadapt_command(
             proposals=proposals,
             short_steps=short_steps,
             bn_batches=bn_batches,
+            screen_batches=screen_batches,
             learning_rate=learning_rate,
             long_epochs=long_epochs,
             long_learning_rate=long_learning_rate,
@@ -404,6 +415,7 @@ def _start(
     proposals: int | None,
     short_steps: int,
     bn_batches: int,
+    screen_batches: int,
     learning_rate: float,
     long_epochs: int,
     long_learning_rate: float,
@@ -467,6 +479,7 @@ def _start(
         proposals=proposals,
         short_steps=short_steps,
         bn_batches=bn_batches,
+        screen_batches=screen_batches,
         learning_rate=learning_rate,
         long_epochs=long_epochs,
         long_learning_rate=long_learning_rate,

@@ -49,6 +49,7 @@ class ProposalTask:
             after pruning and again after fine-tuning (0: never); see
             :func:`edgekit.train.recalibrate_batchnorm`.
         trust: the source file may hold code-carrying layers (see ``load_keras_model``).
+        save: save the proposal at ``out_path`` (a screened proposal, only scored, is not).
     """
 
     index: int
@@ -62,6 +63,7 @@ class ProposalTask:
     criterion: str = "l1"
     bn_batches: int = 0
     trust: bool = False
+    save: bool = True
 
 
 @dataclass(frozen=True)
@@ -174,11 +176,14 @@ def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
     if task.steps > 0:
         recalibrate(model, data)  # statistics of the fine-tuned weights, not a decaying mix
     accuracy, loss = val_scores(model, data)
-    save_keras_model(model, task.out_path)
+    out_path = ""
+    if task.save:
+        save_keras_model(model, task.out_path)
+        out_path = task.out_path
     del model
     gc.collect()
     return ProposalResult(
-        task.index, accuracy, task.out_path, round(time.perf_counter() - t0, 2), history, loss
+        task.index, accuracy, out_path, round(time.perf_counter() - t0, 2), history, loss
     )
 
 
@@ -401,8 +406,10 @@ class RayExecutor(Executor):
             ) from err
         results = []
         for task, (result, blob) in zip(tasks, done, strict=True):
-            write_bytes_atomic(Path(task.out_path), blob)
-            results.append(dataclasses.replace(result, out_path=task.out_path))
+            if task.save:
+                write_bytes_atomic(Path(task.out_path), blob)
+                result = dataclasses.replace(result, out_path=task.out_path)
+            results.append(result)
         return results
 
     def measure_fn(self) -> Any:
@@ -462,7 +469,7 @@ def _ray_proposal(task: ProposalTask, source: bytes, data: Dataset) -> tuple[Pro
         out = Path(tmp) / "proposal.keras"
         local = dataclasses.replace(task, model_path=str(src), out_path=str(out))
         result = run_proposal(local, data)
-        return result, out.read_bytes()
+        return result, out.read_bytes() if task.save else b""
 
 
 def _ray_measure(

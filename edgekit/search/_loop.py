@@ -334,7 +334,8 @@ class Search:
         cache: dict[tuple[str, int], dict[str, float] | None] | None = None,
         planned: Callable[[dict[str, int]], dict[str, float] | None] | None = None,
     ) -> tuple[list[Proposal], list[str]]:
-        k = self.opts.proposals or len(ranked)
+        # Screening scores every group that can make the step and keeps K of them later.
+        k = len(ranked) if self.opts.screen_batches else (self.opts.proposals or len(ranked))
         proposals: list[Proposal] = []
         unreachable: list[str] = []
         for group, order in ranked:
@@ -374,6 +375,10 @@ class Search:
         folder = self.out / "proposals" / f"iter_{i:04d}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
+        screened: list[dict[str, Any]] = []
+        k = self.opts.proposals
+        if self.opts.screen_batches and k is not None and len(proposals) > k:
+            proposals, screened = self._screen(executor, i, model_path, proposals, k)
         tasks = []
         for n, p in enumerate(proposals):
             p.seed = derive_seed(self.opts.seed, "proposal", i, p.group)
@@ -445,6 +450,8 @@ class Search:
             "proposals": [p.as_dict() for p in proposals],
             "unreachable": unreachable,
         }
+        if screened:
+            record["screened"] = screened
         self.state["current"] = {"model": str(net), "values": values}
         self.state["seeds"].setdefault("proposals", {})[str(i)] = {
             p.group: p.seed for p in proposals
@@ -456,6 +463,57 @@ class Search:
             + (f" (measured {measured:.3f} ms)" if measured is not None else "")
         )
         return record
+
+    def _screen(
+        self,
+        executor: Executor,
+        i: int,
+        model_path: Path,
+        proposals: list[Proposal],
+        k: int,
+    ) -> tuple[list[Proposal], list[dict[str, Any]]]:
+        """The ``k`` of ``proposals`` to fine-tune: each is pruned, its BatchNorm statistics
+        re-estimated on ``screen_batches`` training batches, and scored on the validation
+        split without fine-tuning; the best ``k`` by :func:`proposal_rank` are kept, in
+        their proposal order. Returns them and every proposal's scores, for the history."""
+        tasks = [
+            ProposalTask(
+                index=n,
+                model_path=str(model_path),
+                plan={p.group: p.channels_after},
+                out_path="",
+                seed=derive_seed(self.opts.seed, "screen", i, p.group),
+                steps=0,
+                batch_size=self.opts.batch_size,
+                learning_rate=self.opts.learning_rate,
+                criterion=self.opts.criterion,
+                bn_batches=self.opts.screen_batches,
+                trust=bool(self.state["trust_model"]),
+                save=False,
+            )
+            for n, p in enumerate(proposals)
+        ]
+        self.say(
+            f"  screening {len(tasks)} proposals (BatchNorm statistics re-estimated on "
+            f"{self.opts.screen_batches} batches, no fine-tuning) for the {k} to fine-tune"
+        )
+        scored = [
+            replace(p, accuracy=r.accuracy, loss=r.loss)
+            for p, r in zip(proposals, executor.map(tasks), strict=True)
+        ]
+        best = sorted(range(len(scored)), key=lambda n: proposal_rank(scored[n], self.primary))
+        keep = sorted(best[:k])
+        record = [
+            {
+                "group": p.group,
+                "channels_after": p.channels_after,
+                "accuracy": round(p.accuracy, 6),
+                "val_loss": p.loss,
+                "kept": n in keep,
+            }
+            for n, p in enumerate(scored)
+        ]
+        return [proposals[n] for n in keep], record
 
     def _clean(self, i: int) -> None:
         shutil.rmtree(self.out / "proposals", ignore_errors=True)

@@ -79,6 +79,16 @@ class NetAdaptOptions:
             gain: MobileNet v1 at 176 px, 0.5x, seed 0, test accuracy after the long
             fine-tuning 0.9833 with it (20 batches, learning rate 3e-4; two step schedules)
             against 0.9944 without (benchmarks/RESULTS.md, netadapt and netadapt_bn).
+        screen_batches: with ``proposals`` K, which K groups are fine-tuned. 0: the K with
+            the largest share of the primary resource (the groups whose pruning saves most
+            per channel). N > 0: every group that can make the iteration's step is pruned,
+            its BatchNormalization statistics re-estimated on N training batches (no weight
+            changes; "adaptive BatchNorm", Li et al., EagleEye, ECCV 2020, which found its
+            accuracy to predict the fine-tuned one), scored on the validation split, and the
+            K best by :func:`edgekit.search._loop.proposal_rank` are fine-tuned. The paper
+            fine-tunes a proposal for every layer; ranking by share alone only ever offers
+            the layers that cost most, which at large inputs are those near the input
+            (MobileNet v2 at 176 px: the stem and block2/3's expansions were cut first).
         channel_multiple: proposals keep channel counts that are multiples of this (and of
             the group's own unit): runtimes compute channels in vector blocks, so 35
             channels can be slower than 40. None: the target's ``channel_multiple``, else 1.
@@ -109,6 +119,7 @@ class NetAdaptOptions:
     distill_lam: float = 0.5
     criterion: str = "l1"
     bn_batches: int = 0
+    screen_batches: int = 0
     channel_multiple: int | None = None
     seed: int = 0
     measure: bool = True
@@ -156,6 +167,13 @@ class NetAdaptOptions:
         need(_is_num(self.decay) and 0 < self.decay <= 1, "--decay", self.decay, "a number in (0, 1]")  # fmt: skip
         need(_is_int(self.max_iterations) and self.max_iterations >= 1, "--max-iterations", self.max_iterations, "an integer >= 1")  # fmt: skip
         need(_is_int(self.bn_batches) and self.bn_batches >= 0, "--bn-batches", self.bn_batches, "an integer >= 0")  # fmt: skip
+        need(_is_int(self.screen_batches) and self.screen_batches >= 0, "--screen-batches", self.screen_batches, "an integer >= 0")  # fmt: skip
+        if self.screen_batches and self.proposals is None:
+            raise BadInputError(
+                f"--screen-batches {self.screen_batches} chooses which K groups are fine-tuned, "
+                "but without --proposals K every group is; give --proposals K or drop "
+                "--screen-batches"
+            )
         need(_is_int(self.batch_size) and self.batch_size >= 1, "--batch-size", self.batch_size, "an integer >= 1")  # fmt: skip
         for name, option in (("learning_rate", "--learning-rate"), ("long_learning_rate", "--long-learning-rate")):  # fmt: skip
             value = getattr(self, name)

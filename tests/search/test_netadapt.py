@@ -906,8 +906,66 @@ def test_resume_after_a_kill_ends_like_the_uninterrupted_run(
         netadapt(reference[0], digits32, out, NetAdaptOptions(**MACS_RUN))
 
 
+SCREENED_RUN = {
+    **MACS_RUN,
+    "proposals": 1,
+    "screen_batches": 3,
+    "max_iterations": 1,
+    "init_fraction": 0.03,
+}
+
+
+@pytest.fixture(scope="module")
+def screened(
+    reference: tuple[Any, Path], digits32: Any, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("na") / "screened"
+    return netadapt(reference[0], digits32, out, NetAdaptOptions(**SCREENED_RUN))
+
+
+def test_screening_scores_every_group_and_fine_tunes_the_best(
+    reference: tuple[Any, Path], digits32: Any, screened: dict[str, Any], tmp_path: Path
+) -> None:
+    """With --screen-batches every group that can make the step is scored unfine-tuned
+    (BatchNorm re-estimated); the best K by accuracy, then loss, are the ones fine-tuned."""
+    from edgekit.search import derive_seed
+    from edgekit.search._executor import ProposalTask, run_proposal
+
+    it = screened["iterations"][0]
+    rows = it["screened"]
+    groups = prunable_groups(reference[0])
+    assert len(rows) + len(it["unreachable"]) == len(groups) and len(rows) >= 3
+    kept = [r for r in rows if r["kept"]]
+    assert len(kept) == 1 and [p["group"] for p in it["proposals"]] == [kept[0]["group"]]
+    assert it["group"] == kept[0]["group"]
+    best = min(rows, key=lambda r: (-r["accuracy"], r["val_loss"]))
+    assert (best["accuracy"], best["val_loss"]) == (kept[0]["accuracy"], kept[0]["val_loss"])
+    assert len({(r["accuracy"], r["val_loss"]) for r in rows}) > 1  # the scores differ
+    # A screened score is that proposal pruned and re-estimated, unfine-tuned, as a task.
+    row = rows[-1]
+    task = ProposalTask(
+        index=0, model_path=str(reference[1]), plan={row["group"]: row["channels_after"]},
+        out_path=str(tmp_path / "p.keras"), seed=derive_seed(0, "screen", 1, row["group"]),
+        steps=0, bn_batches=3, save=False,
+    )  # fmt: skip
+    result = run_proposal(task, digits32)
+    assert (round(result.accuracy, 6), result.loss) == (row["accuracy"], row["val_loss"])
+    assert result.out_path == "" and not (tmp_path / "p.keras").exists()
+    # Without screening, K = 1 fine-tunes the group with the largest share of MACs.
+    plain = netadapt(
+        reference[0], digits32, tmp_path / "plain",
+        NetAdaptOptions(**{**SCREENED_RUN, "screen_batches": 0}),
+    )  # fmt: skip
+    first = plain["iterations"][0]
+    assert "screened" not in first and len(first["proposals"]) == 1
+
+
 def test_process_pool_gives_the_serial_result(
-    reference: tuple[Any, Path], digits32: Any, uninterrupted: dict[str, Any], tmp_path: Path
+    reference: tuple[Any, Path],
+    digits32: Any,
+    uninterrupted: dict[str, Any],
+    screened: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     options = NetAdaptOptions(**{**MACS_RUN, "max_iterations": 1})
     with LocalPoolExecutor(2) as pool:
@@ -915,10 +973,18 @@ def test_process_pool_gives_the_serial_result(
     assert report["status"] in ("max_iterations", "budget_met")
     assert report["executor"] == "process_pool(2)"
     assert _comparable(report["iterations"][0]) == _comparable(uninterrupted["iterations"][0])
+    with LocalPoolExecutor(2) as pool:  # screened proposals too
+        options = NetAdaptOptions(**SCREENED_RUN)
+        report = netadapt(reference[0], digits32, tmp_path / "pool_s", options, executor=pool)
+    assert _comparable(report["iterations"][0]) == _comparable(screened["iterations"][0])
 
 
 def test_ray_gives_the_serial_result_and_measures_on_the_device_node(
-    reference: tuple[Any, Path], digits32: Any, uninterrupted: dict[str, Any], tmp_path: Path
+    reference: tuple[Any, Path],
+    digits32: Any,
+    uninterrupted: dict[str, Any],
+    screened: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     """A local Ray instance with 2 CPUs and one unit of a device resource: proposals travel
     as bytes (no shared folder is assumed) and come back identical to the serial run's;
@@ -935,10 +1001,15 @@ def test_ray_gives_the_serial_result_and_measures_on_the_device_node(
         measure = ray_ex.measure_fn()
         stats = measure(artifact.path, digits32.x_test[:1], 20, 2, 1)
         report = netadapt(reference[0], digits32, tmp_path / "ray", options, executor=ray_ex)
+        options = NetAdaptOptions(**SCREENED_RUN)  # screened proposals come back unsaved
+        screened_ray = netadapt(
+            reference[0], digits32, tmp_path / "ray_s", options, executor=ray_ex
+        )
     with pytest.raises(RuntimeError, match="after close"):  # the run closed Ray
         measure(artifact.path, digits32.x_test[:1], 20, 2, 1)
     assert report["executor"] == "ray"
     assert _comparable(report["iterations"][0]) == _comparable(uninterrupted["iterations"][0])
+    assert _comparable(screened_ray["iterations"][0]) == _comparable(screened["iterations"][0])
     # The proposal written back from the worker is the network the record describes.
     it = report["iterations"][0]
     assert _channels(tmp_path / "ray" / "result.keras")[it["group"]] == it["channels_after"]
@@ -1227,6 +1298,12 @@ def test_resume_refuses_every_option_that_defines_a_run() -> None:
         (["--workers", "0"], "--workers must be >= 1", 2),
         (["--channel-multiple", "0"], "--channel-multiple must be an integer >= 1", 2),
         (["--bn-batches", "-1"], "--bn-batches must be an integer >= 0; got -1", 2),
+        (["--screen-batches", "4"], "but without --proposals K every group is", 2),
+        (
+            ["--proposals", "2", "--screen-batches", "-1"],
+            "--screen-batches must be an integer >= 0; got -1",
+            2,
+        ),
         (["--learning-rate", "0"], "--learning-rate must be a number > 0; got 0.0", 2),
         (["--long-learning-rate", "-1"], "--long-learning-rate must be a number > 0", 2),
         (["--distill", "--long-epochs", "0"], "--distill teaches the long fine-tuning", 2),
