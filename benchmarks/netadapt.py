@@ -112,6 +112,13 @@ def main() -> None:
         "many epochs, so each result is compared with a baseline exactly as long-trained",
     )
     ap.add_argument("--bn-batches", type=int, default=NetAdaptOptions.bn_batches)
+    ap.add_argument(
+        "--screen-batches",
+        type=int,
+        default=NetAdaptOptions.screen_batches,
+        help="score every group's proposal unfine-tuned (BatchNorm re-estimated on N batches) "
+        "and fine-tune the --proposals best; 0: the groups that cost most",
+    )
     ap.add_argument("--learning-rate", type=float, default=NetAdaptOptions.learning_rate)
     ap.add_argument("--proposals", type=int, default=4)
     ap.add_argument("--init-fraction", type=float, default=0.08)
@@ -312,6 +319,19 @@ def run_model(
     # finished (their netadapt.json) are read back, and so is the trained reference.
     progress_path = work / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
+    # What decides a search and the reference: a run given other values is another run.
+    # (The budgets and the baseline's widths may change: each is searched or trained alone.)
+    defining = {
+        k: v
+        for k, v in settings(args).items()
+        if k not in ("baseline_widths", "budgets", "models", "data_about", "input_size_note")
+    }
+    if progress.setdefault("settings", defining) != defining:
+        changed = sorted(k for k in defining if progress["settings"].get(k) != defining[k])
+        raise SystemExit(
+            f"{work}: this run was made with other settings ({', '.join(changed)}); give "
+            "another --out, or the run's own settings"
+        )
     done = [b for b in budgets if (work / b / "netadapt.json").is_file()]
     if done and "train_s" in progress:
         print(f"{name}: the reference trained by the run in {work}", file=sys.stderr)
@@ -322,7 +342,7 @@ def run_model(
         t0 = time.perf_counter()
         model = train_zoo_model(zoo, data, seed=args.seed)
         train_s = time.perf_counter() - t0
-        progress = {"train_s": round(train_s, 1), "walls": {}}
+        progress = {"train_s": round(train_s, 1), "walls": {}, "settings": defining}
         write_json_atomic(progress_path, progress)
     rows = []
     reports = {}
@@ -344,6 +364,7 @@ def run_model(
             proposals=args.proposals,
             short_steps=args.short_steps,
             bn_batches=args.bn_batches,
+            screen_batches=args.screen_batches,
             learning_rate=args.learning_rate,
             long_epochs=args.long_epochs,
             final=args.final,
@@ -620,7 +641,14 @@ def results_section(
         f"Zoo models at {size}x{size}, width {args.width:g}, trained {args.train_epochs} "
         f"epochs on {data.name} ({len(data.y_train)} training, {len(data.y_test)} held-out "
         f"test images{'; ' + args.data_about if getattr(args, 'data_about', None) else ''}). "
-        f"NetAdapt: K = {args.proposals} proposals per iteration, "
+        f"NetAdapt: K = {args.proposals} proposals per iteration"
+        + (
+            f" (the K best of every group's proposal scored unfine-tuned, BatchNorm statistics "
+            f"re-estimated on {args.screen_batches} batches)"
+            if getattr(args, "screen_batches", 0)
+            else " (the K groups that cost most)"
+        )
+        + ", "
         f"{args.short_steps} batches of fine-tuning each (learning rate {args.learning_rate:g}"
         + (
             f"; BatchNorm statistics re-estimated on {args.bn_batches} batches before and after"

@@ -241,3 +241,21 @@ def test_a_width_trained_as_it_would_be_now_is_not_trained_again(
     calls.clear()
     mod.train_baseline(zoo, data, tmp_path, 5, args, trained=trained)
     assert calls == []
+
+
+def test_a_run_started_again_with_other_search_settings_is_refused(tmp_path: Path) -> None:
+    """netadapt.py goes on from a killed --out only with the settings it was started with
+    (the budgets and the baseline's widths may differ)."""
+    mod = _netadapt_module()
+    args = argparse.Namespace(
+        input_size=32, width=1.0, train_epochs=1, budgets="0.5x", baseline_widths="1.0",
+        models="mobilenet_v2_tiny", proposals=4, screen_batches=0, seed=0,
+    )  # fmt: skip
+    work = tmp_path / "mobilenet_v2_tiny"
+    work.mkdir()
+    recorded = {"input_size": 32, "width": 1.0, "train_epochs": 1, "proposals": 4, "seed": 0}
+    (work / "progress.json").write_text(
+        json.dumps({"train_s": 1.0, "walls": {}, "settings": {**recorded, "screen_batches": 8}})
+    )
+    with pytest.raises(SystemExit, match=r"made with other settings \(screen_batches\)"):
+        mod.run_model("mobilenet_v2_tiny", None, work, args)
