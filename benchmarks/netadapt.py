@@ -326,8 +326,18 @@ def run_model(
         for k, v in settings(args).items()
         if k not in ("baseline_widths", "budgets", "models", "data_about", "input_size_note")
     }
-    if progress.setdefault("settings", defining) != defining:
-        changed = sorted(k for k in defining if progress["settings"].get(k) != defining[k])
+    defining["runs"] = args.runs  # every timing of a search
+    if progress and "settings" not in progress:
+        raise SystemExit(
+            f"{progress_path}: holds no settings to check this invocation's against; give "
+            "another --out"
+        )
+    if progress and progress["settings"] != defining:
+        changed = sorted(
+            k
+            for k in {*defining, *progress["settings"]}
+            if progress["settings"].get(k, "(none)") != defining.get(k, "(none)")
+        )
         raise SystemExit(
             f"{work}: this run was made with other settings ({', '.join(changed)}); give "
             "another --out, or the run's own settings"

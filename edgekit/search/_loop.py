@@ -475,14 +475,18 @@ class Search:
         """The ``k`` of ``proposals`` to fine-tune: each is pruned, its BatchNorm statistics
         re-estimated on ``screen_batches`` training batches, and scored on the validation
         split without fine-tuning; the best ``k`` by :func:`proposal_rank` are kept, in
-        their proposal order. Returns them and every proposal's scores, for the history."""
+        their proposal order. Returns them and every proposal's scores, for the history.
+
+        Every proposal of the iteration is re-estimated on the same batches (one seed), so
+        that the ranking does not also rank which images each one drew."""
+        seed = derive_seed(self.opts.seed, "screen", i)
         tasks = [
             ProposalTask(
                 index=n,
                 model_path=str(model_path),
                 plan={p.group: p.channels_after},
                 out_path="",
-                seed=derive_seed(self.opts.seed, "screen", i, p.group),
+                seed=seed,
                 steps=0,
                 batch_size=self.opts.batch_size,
                 learning_rate=self.opts.learning_rate,

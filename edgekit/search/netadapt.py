@@ -12,11 +12,13 @@ Starting from the trained ``Net_0``, iteration ``i`` (from 1):
    the same schedule while they are over their budget, and are free once they are under;
 2. for each of K channel groups (all prunable groups by default; with ``proposals=K``,
    the groups whose layers carry the largest share of the primary resource, taken in that
-   order until K of them reach the target), proposes the network that removes as few
-   channels from that group as the targets need: the largest kept count, in multiples of
-   the group's divisor, whose evaluated resources meet every target (found by a bracketed
-   search, :func:`edgekit.search._schedule.largest_feasible`); which channels go is decided
-   by filter L1 norm. Groups that cannot reach the targets are skipped;
+   order until K of them reach the target; with ``screen_batches`` as well, the K best of
+   every group that reaches it, scored on the validation split after pruning and
+   re-estimating BatchNorm statistics, without fine-tuning), proposes the network that
+   removes as few channels from that group as the targets need: the largest kept count, in
+   multiples of the group's divisor, whose evaluated resources meet every target (found by a
+   bracketed search, :func:`edgekit.search._schedule.largest_feasible`); which channels go
+   is decided by filter L1 norm. Groups that cannot reach the targets are skipped;
 3. fine-tunes each proposal for ``short_steps`` batches with a seed fixed by the run's seed,
    the iteration and the group, and evaluates it on the validation split;
 4. keeps the most accurate (ties: the lower validation loss, then the smaller primary

@@ -945,7 +945,7 @@ def test_screening_scores_every_group_and_fine_tunes_the_best(
     row = rows[-1]
     task = ProposalTask(
         index=0, model_path=str(reference[1]), plan={row["group"]: row["channels_after"]},
-        out_path=str(tmp_path / "p.keras"), seed=derive_seed(0, "screen", 1, row["group"]),
+        out_path=str(tmp_path / "p.keras"), seed=derive_seed(0, "screen", 1),
         steps=0, bn_batches=3, save=False,
     )  # fmt: skip
     result = run_proposal(task, digits32)

@@ -230,17 +230,20 @@ def test_a_width_trained_as_it_would_be_now_is_not_trained_again(
     assert calls == [1.0, 0.5, 0.4] and seconds == 30.0
     assert again[:2] == first and again[2]["width"] == 0.4
 
-    calls.clear()  # trained otherwise than now, or its artifact is gone: trained again
+    calls.clear()  # its artifact is gone: trained again
     Path(trained["1"]["artifact"]).unlink()
-    mod.train_baseline(zoo, data, tmp_path, 5, args, trained=trained)
-    assert calls == [1.0, 0.5, 0.4]
-    calls.clear()
-    args.seed = 4
-    mod.train_baseline(zoo, data, tmp_path, 5, args, trained=trained)
-    assert calls == [1.0, 0.5, 0.4]
-    calls.clear()
-    mod.train_baseline(zoo, data, tmp_path, 5, args, trained=trained)
-    assert calls == []
+    mod.train_baseline(zoo, data, tmp_path, 4, args, trained=trained)
+    assert calls == [1.0]
+    for change in ("epochs", "seed", "teacher"):  # trained otherwise than now: trained again
+        calls.clear()
+        epochs = 5 if change == "epochs" else 4
+        args.seed = 4 if change == "seed" else 3
+        teacher = object() if change == "teacher" else None
+        mod.train_baseline(zoo, data, tmp_path, epochs, args, teacher, trained=trained)
+        assert calls == [1.0, 0.5, 0.4], change
+        calls.clear()
+        mod.train_baseline(zoo, data, tmp_path, epochs, args, teacher, trained=trained)
+        assert calls == [], change
 
 
 def test_a_run_started_again_with_other_search_settings_is_refused(tmp_path: Path) -> None:
@@ -249,13 +252,16 @@ def test_a_run_started_again_with_other_search_settings_is_refused(tmp_path: Pat
     mod = _netadapt_module()
     args = argparse.Namespace(
         input_size=32, width=1.0, train_epochs=1, budgets="0.5x", baseline_widths="1.0",
-        models="mobilenet_v2_tiny", proposals=4, screen_batches=0, seed=0,
+        models="mobilenet_v2_tiny", proposals=4, screen_batches=0, seed=0, runs=100,
     )  # fmt: skip
     work = tmp_path / "mobilenet_v2_tiny"
     work.mkdir()
     recorded = {"input_size": 32, "width": 1.0, "train_epochs": 1, "proposals": 4, "seed": 0}
-    (work / "progress.json").write_text(
-        json.dumps({"train_s": 1.0, "walls": {}, "settings": {**recorded, "screen_batches": 8}})
-    )
-    with pytest.raises(SystemExit, match=r"made with other settings \(screen_batches\)"):
+    progress = {"train_s": 1.0, "walls": {}, "settings": {**recorded, "screen_batches": 8}}
+    (work / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(SystemExit, match=r"made with other settings \(runs, screen_batches\)"):
+        mod.run_model("mobilenet_v2_tiny", None, work, args)
+    del progress["settings"]  # written before settings were kept: nothing to check against
+    (work / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(SystemExit, match="holds no settings to check"):
         mod.run_model("mobilenet_v2_tiny", None, work, args)
