@@ -382,21 +382,9 @@ class Search:
         tasks = []
         for n, p in enumerate(proposals):
             p.seed = derive_seed(self.opts.seed, "proposal", i, p.group)
-            tasks.append(
-                ProposalTask(
-                    index=n,
-                    model_path=str(model_path),
-                    plan={p.group: p.channels_after},
-                    out_path=str(folder / f"p{n:03d}_{p.group}.keras"),
-                    seed=p.seed,
-                    steps=self.opts.short_steps,
-                    batch_size=self.opts.batch_size,
-                    learning_rate=self.opts.learning_rate,
-                    criterion=self.opts.criterion,
-                    bn_batches=self.opts.bn_batches,
-                    trust=bool(self.state["trust_model"]),
-                )
-            )
+            out_path = str(folder / f"p{n:03d}_{p.group}.keras")
+            steps, bn_batches = self.opts.short_steps, self.opts.bn_batches
+            tasks.append(self._task(n, model_path, p, out_path, p.seed, steps, bn_batches))
         self.say(
             f"  fine-tuning {len(tasks)} proposal(s) for {self.opts.short_steps} batches: "
             + ", ".join(f"{p.group} {p.channels_before}->{p.channels_after}" for p in proposals)
@@ -464,6 +452,26 @@ class Search:
         )
         return record
 
+    def _task(
+        self, n: int, model_path: Path, p: Proposal, out_path: str, seed: int, steps: int,
+        bn_batches: int, save: bool = True,
+    ) -> ProposalTask:  # fmt: skip
+        """The task that prunes ``p`` from ``model_path`` with this run's training settings."""
+        return ProposalTask(
+            index=n,
+            model_path=str(model_path),
+            plan={p.group: p.channels_after},
+            out_path=out_path,
+            seed=seed,
+            steps=steps,
+            batch_size=self.opts.batch_size,
+            learning_rate=self.opts.learning_rate,
+            criterion=self.opts.criterion,
+            bn_batches=bn_batches,
+            trust=bool(self.state["trust_model"]),
+            save=save,
+        )
+
     def _screen(
         self,
         executor: Executor,
@@ -481,20 +489,7 @@ class Search:
         that the ranking does not also rank which images each one drew."""
         seed = derive_seed(self.opts.seed, "screen", i)
         tasks = [
-            ProposalTask(
-                index=n,
-                model_path=str(model_path),
-                plan={p.group: p.channels_after},
-                out_path="",
-                seed=seed,
-                steps=0,
-                batch_size=self.opts.batch_size,
-                learning_rate=self.opts.learning_rate,
-                criterion=self.opts.criterion,
-                bn_batches=self.opts.screen_batches,
-                trust=bool(self.state["trust_model"]),
-                save=False,
-            )
+            self._task(n, model_path, p, "", seed, 0, self.opts.screen_batches, save=False)
             for n, p in enumerate(proposals)
         ]
         self.say(
