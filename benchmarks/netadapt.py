@@ -124,6 +124,14 @@ def main() -> None:
     ap.add_argument("--init-fraction", type=float, default=0.08)
     ap.add_argument("--decay", type=float, default=0.96)
     ap.add_argument("--baseline-widths", default="1.0,0.75,0.5")
+    ap.add_argument(
+        "--baseline-from",
+        type=Path,
+        default=None,
+        help="another run's --out folder: take each baseline width it trained exactly as this "
+        "run would (same model, input size, data, epochs, seed, not distilled) instead of "
+        "training it again; a width depends on none of the search settings",
+    )
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--runs", type=int, default=100, help="timed runs per measurement")
     ap.add_argument("--out", type=Path, default=None)
@@ -342,6 +350,7 @@ def run_model(
             f"{work}: this run was made with other settings ({', '.join(changed)}); give "
             "another --out, or the run's own settings"
         )
+    borrowed = borrowed_widths(args.baseline_from, name, defining)  # checked before any work
     done = [b for b in budgets if (work / b / "netadapt.json").is_file()]
     if done and "train_s" in progress:
         print(f"{name}: the reference trained by the run in {work}", file=sys.stderr)
@@ -405,6 +414,7 @@ def run_model(
         zoo, data, work / "baseline", epochs, args, teacher,
         trained=progress.setdefault("baseline", {}),
         save=lambda: write_json_atomic(progress_path, progress),
+        borrowed=borrowed,
     )  # fmt: skip
     for r in rows:
         r["baseline_s"] = baseline_s
@@ -525,7 +535,10 @@ def measure_model(
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The arguments that shaped a run (not where it was written or how it is re-read)."""
-    skip = {"out", "no_write", "section", "from_run", "report_only", "runs", "workers"}
+    skip = {
+        "out", "no_write", "section", "from_run", "report_only", "runs", "workers",
+        "baseline_from",
+    }  # fmt: skip
     return {k: v for k, v in vars(args).items() if k not in skip}
 
 
@@ -547,6 +560,33 @@ def judge(r: dict[str, Any]) -> None:
             r["met_ratio"] = r["fresh_ratio"] <= share * (1 + r["noise"])
 
 
+def borrowed_widths(
+    other: Path | None, name: str, defining: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """The baseline widths another run (``--baseline-from``) trained for ``name``, if its
+    model, input size, data and zoo width are this run's; one line and exit if they are
+    not. A width's training depends on those, its epochs, seed and teacher (checked width
+    by width in :func:`train_baseline`), and on no search setting."""
+    if other is None:
+        return {}
+    path = other / name / "progress.json"
+    if not path.is_file():
+        raise SystemExit(
+            f"--baseline-from {other}: no {name}/progress.json there; give the --out folder "
+            "of a netadapt.py run of the same model"
+        )
+    theirs = json.loads(path.read_text())
+    settings_ = theirs.get("settings", {})
+    differ = [k for k in ("input_size", "data", "width") if settings_.get(k) != defining[k]]
+    if differ:
+        raise SystemExit(
+            f"--baseline-from {other}: its widths were trained with another "
+            + ", ".join(f"{k} ({settings_.get(k)}, here {defining[k]})" for k in differ)
+            + "; give a run with this run's"
+        )
+    return dict(theirs.get("baseline", {}))
+
+
 def train_baseline(
     zoo: Any,
     data: Any,
@@ -556,6 +596,7 @@ def train_baseline(
     teacher: Any = None,
     trained: dict[str, dict[str, Any]] | None = None,
     save: Any = None,
+    borrowed: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """The same architecture at uniform widths, each trained ``epochs`` epochs from scratch
     as a search's own baseline is (:func:`edgekit.search.train_width`; with ``teacher``,
@@ -566,8 +607,11 @@ def train_baseline(
     artifact is still there is taken as it is, so a run started again, or given one more
     width, trains only what it lacks. Each width's seed depends on the run's seed and the
     width alone, so a width added later trains as it would have in the first invocation.
-    ``save`` is called after each new training. Returns the baseline and the seconds of
-    training it took, reused widths included."""
+    ``borrowed`` (:func:`borrowed_widths`) holds another run's widths: one of them trained
+    exactly as this run would, undistilled (a teacher is a run's own reference), with its
+    artifact in place, is taken into ``trained`` as it is, its origin recorded.
+    ``save`` is called after each new or borrowed width. Returns the baseline and the
+    seconds of training it took, reused widths included."""
     from edgekit.search import derive_seed, make_meter, train_width
 
     trained = {} if trained is None else trained
@@ -581,13 +625,20 @@ def train_baseline(
             "distilled": teacher is not None,
         }
         entry = trained.get(f"{width:g}")
-        if (
-            entry is not None
-            and all(entry.get(k) == v for k, v in how.items())
-            and entry.get("artifact")
-            and Path(entry["artifact"]).is_file()
-        ):
-            _say(f"baseline: width {width:g} as this run trained it ({entry['accuracy']:.4f})")
+        other = (borrowed or {}).get(f"{width:g}")
+        if _usable(entry, how):
+            where = (
+                f"as {entry['from']} trained it" if "from" in entry else "as this run trained it"
+            )
+            _say(f"baseline: width {width:g} {where} ({entry['accuracy']:.4f})")
+        elif teacher is None and _usable(other, how):
+            entry = {**other, "from": other.get("from", str(args.baseline_from))}
+            trained[f"{width:g}"] = entry
+            if save is not None:
+                save()
+            _say(
+                f"baseline: width {width:g} as {entry['from']} trained it ({entry['accuracy']:.4f})"
+            )
         else:
             if meter is None:
                 meter = make_meter(
@@ -610,6 +661,16 @@ def train_baseline(
         baseline.append({k: entry[k] for k in ("width", "accuracy", "artifact")})
         seconds += float(entry["seconds"])
     return baseline, seconds
+
+
+def _usable(entry: dict[str, Any] | None, how: dict[str, Any]) -> bool:
+    """Whether a recorded width was trained as ``how`` says and its artifact is there."""
+    return (
+        entry is not None
+        and all(entry.get(k) == v for k, v in how.items())
+        and bool(entry.get("artifact"))
+        and Path(entry["artifact"]).is_file()
+    )
 
 
 def fresh_cell(r: dict[str, Any]) -> str:

@@ -16,7 +16,11 @@ accuracies). Every training is recorded in the folder's retrain.json as it ends,
 run goes on where it stopped when started again.
 
     python benchmarks/netadapt_retrain.py RUN_DIR --section NAME --source RUN_SECTION \
-        [--seeds 3] [--no-write]
+        [--seeds 3] [--widths-from OTHER_RUN] [--no-write]
+
+Two runs with the same seed, input size, data and epochs train the same baseline widths
+whatever their searches did; `--widths-from` takes another run's width trainings from its
+retrain.json (each recorded with where it came from) so that only the new results train.
 """
 
 from __future__ import annotations
@@ -62,25 +66,21 @@ def main() -> None:
     ap.add_argument(
         "--source", required=True, help="the RESULTS.md section of the run, for the text"
     )
+    ap.add_argument(
+        "--widths-from",
+        type=Path,
+        default=None,
+        help="another run (folder or run.json.gz) whose retrain.json holds trainings of the "
+        "same baseline widths: each one trained exactly as this run's would be (same seed, "
+        "input size, data, epochs, undistilled) is taken instead of trained again",
+    )
     ap.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = ap.parse_args()
-    if args.run.is_file():
-        try:
-            saved = json.loads(gzip.decompress(args.run.read_bytes()))
-        except (OSError, ValueError) as err:
-            ap.error(f"{args.run}: not a run record written by netadapt.py ({err})")
-        if "architectures" not in saved:
-            ap.error(f"{args.run}: holds no architectures; it is not a netadapt.py run record")
-        folder = args.run.parent
-    else:
-        saved_path = args.run / "rows.json"
-        if not saved_path.is_file():
-            ap.error(
-                f"{args.run}: no rows.json there; give the --out folder of a finished "
-                "netadapt.py run, or the run.json.gz next to its charts"
-            )
-        saved = json.loads(saved_path.read_text())
-        folder = args.run
+    try:
+        saved, folder = _load_run(args.run)
+        other = None if args.widths_from is None else _load_run(args.widths_from)
+    except ValueError as err:
+        ap.error(str(err))
     run = saved.get("args", {})
     if run.get("distill") and args.run.is_file():
         ap.error(
@@ -112,10 +112,21 @@ def main() -> None:
         )
     record.setdefault("source_seed", run["seed"])
     record.setdefault("trainings", {})
+    borrowed = {}
+    if other is not None:
+        try:
+            borrowed = borrowed_widths(saved, *other)
+        except ValueError as err:
+            ap.error(f"--widths-from {args.widths_from}: {err}")
     t0 = time.perf_counter()
     for k in range(1, args.seeds):
         for key, train in _trainings(saved, run, data, folder, k):
             if key in record["trainings"]:
+                continue
+            if key in borrowed:
+                _say(f"seed {k}: {key} as {args.widths_from} trained it")
+                record["trainings"][key] = {**borrowed[key], "from": str(args.widths_from)}
+                write_json_atomic(record_path, record)
                 continue
             _say(f"seed {k}: {key}")
             started = time.perf_counter()
@@ -129,6 +140,57 @@ def main() -> None:
     print(body)
     if not args.no_write:
         write_section(args.section, body)
+
+
+def _load_run(path: Path) -> tuple[dict[str, Any], Path]:
+    """A run's saved rows and the folder its retrain.json belongs in, from its --out folder
+    or its run.json.gz; ValueError saying what is wrong."""
+    if path.is_file():
+        try:
+            saved = json.loads(gzip.decompress(path.read_bytes()))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a run record written by netadapt.py ({err})") from None
+        if "architectures" not in saved:
+            raise ValueError(f"{path}: holds no architectures; it is not a netadapt.py run record")
+        return saved, path.parent
+    if not (path / "rows.json").is_file():
+        raise ValueError(
+            f"{path}: no rows.json there; give the --out folder of a finished netadapt.py run, "
+            "or the run.json.gz next to its charts"
+        )
+    return json.loads((path / "rows.json").read_text()), path
+
+
+def borrowed_widths(
+    saved: dict[str, Any], theirs: dict[str, Any], folder: Path
+) -> dict[str, dict[str, Any]]:
+    """The trainings of baseline widths in another run's retrain.json (``theirs`` saved in
+    ``folder``) that are exactly the ones this run (``saved``) would train: a width's
+    training depends on the run's seed, input size, data and zoo width, its epochs and,
+    under --distill, the run's own reference, and on nothing the search did. ValueError when
+    the runs differ in one of those."""
+    ours, other = saved.get("args", {}), theirs.get("args", {})
+    differ = [k for k in ("seed", "input_size", "data", "width") if ours.get(k) != other.get(k)]
+    if differ:
+        raise ValueError(
+            "trained with another "
+            + ", ".join(f"{k} ({other.get(k)}, here {ours.get(k)})" for k in differ)
+        )
+    if ours.get("distill") or other.get("distill"):
+        raise ValueError("a --distill run's widths learn from that run's own reference")
+    record_path = folder / RECORD
+    if not record_path.is_file():
+        raise ValueError(f"no {RECORD} in {folder}")
+    trainings = json.loads(record_path.read_text()).get("trainings", {})
+    got = {}
+    for name in saved["baselines"]:
+        if name not in theirs.get("baselines", {}):
+            continue
+        epochs = _baseline_epochs(saved, name)
+        for key, entry in trainings.items():
+            if key.startswith(f"{name} width ") and entry.get("epochs") == epochs:
+                got[key] = entry
+    return got
 
 
 def _trainings(saved: dict[str, Any], run: dict[str, Any], data: Any, folder: Path, k: int):

@@ -265,3 +265,117 @@ def test_a_run_started_again_with_other_search_settings_is_refused(tmp_path: Pat
     (work / "progress.json").write_text(json.dumps(progress))
     with pytest.raises(SystemExit, match="holds no settings to check"):
         mod.run_model("mobilenet_v2_tiny", None, work, args)
+
+
+def test_widths_another_run_trained_alike_are_borrowed_and_others_trained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """netadapt.py --baseline-from: a width the other run trained as this one would (epochs,
+    seed, undistilled, artifact there) is taken with its origin; any other is trained; a run
+    of another input size, data or zoo width is refused in one line before any work."""
+    import edgekit.search
+    from edgekit.search import ZooSpec, derive_seed
+
+    mod = _netadapt_module()
+    calls: list[float] = []
+
+    def fake_train_width(zoo, multiplier, epochs, data, meter, folder, say, **kw):  # type: ignore[no-untyped-def]
+        calls.append(multiplier)
+        width = round(zoo.width * multiplier, 6)
+        (folder / f"w{width:g}").write_bytes(b"tflite")
+        entry = {"width": width, "accuracy": 0.7, "artifact": str(folder / f"w{width:g}")}
+        return None, {**entry, "seed": derive_seed(kw["seed"], "baseline", width), "seconds": 9.0}
+
+    monkeypatch.setattr(edgekit.search, "train_width", fake_train_width)
+    monkeypatch.setattr(edgekit.search, "make_meter", lambda *a, **k: object())
+    other = tmp_path / "other"
+    (other / "mobilenet_v2_tiny").mkdir(parents=True)
+    artifact = other / "w1.tflite"
+    artifact.write_bytes(b"tflite")
+
+    def width(w: float, epochs: int = 4, seed: int = 3, path: Path = artifact) -> dict[str, Any]:
+        return {
+            "width": w, "accuracy": 0.9, "artifact": str(path), "epochs": epochs,
+            "seed": derive_seed(seed, "baseline", w), "distilled": False, "seconds": 60.0,
+        }  # fmt: skip
+
+    theirs = {  # 0.75: other epochs, 0.5: another seed, 0.4: its artifact is gone
+        "1": width(1.0), "0.75": width(0.75, epochs=5), "0.5": width(0.5, seed=4),
+        "0.4": width(0.4, path=other / "gone.tflite"),
+    }  # fmt: skip
+    settings = {"input_size": 32, "data": "digits", "width": 1.0, "screen_batches": 5}
+    progress = {"settings": settings, "baseline": theirs}
+    (other / "mobilenet_v2_tiny" / "progress.json").write_text(json.dumps(progress))
+    ours = {"input_size": 32, "data": "digits", "width": 1.0, "screen_batches": 0}
+    borrowed = mod.borrowed_widths(other, "mobilenet_v2_tiny", ours)
+    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 1)
+    data = SimpleNamespace(x_train=np.zeros((1, 32, 32, 3), np.float32))
+    args = argparse.Namespace(
+        baseline_widths="1.0,0.75,0.5,0.4", seed=3, runs=10, baseline_from=other
+    )
+    trained: dict[str, dict[str, Any]] = {}
+    got, seconds = mod.train_baseline(
+        zoo, data, tmp_path, 4, args, trained=trained, borrowed=borrowed
+    )
+    assert calls == [0.75, 0.5, 0.4] and seconds == 60.0 + 3 * 9.0
+    assert got[0] == {"width": 1.0, "accuracy": 0.9, "artifact": str(artifact)}
+    assert trained["1"]["from"] == str(other) and "from" not in trained["0.75"]
+    calls.clear()  # taken into this run's record: not borrowed or trained again
+    mod.train_baseline(zoo, data, tmp_path, 4, args, trained=trained)
+    assert calls == []
+    # Distilled widths learn from a run's own reference: never borrowed.
+    mod.train_baseline(zoo, data, tmp_path, 4, args, object(), trained={}, borrowed=borrowed)
+    assert calls == [1.0, 0.75, 0.5, 0.4]
+    with pytest.raises(SystemExit, match=r"another input_size \(32, here 64\); give a run"):
+        mod.borrowed_widths(other, "mobilenet_v2_tiny", {**ours, "input_size": 64})
+    with pytest.raises(SystemExit, match=re.escape("no mobilenet_v1/progress.json there")):
+        mod.borrowed_widths(other, "mobilenet_v1", ours)
+
+
+def test_width_trainings_of_a_run_alike_are_taken_not_trained_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--widths-from: another run with the same seed, input size, data and width lends its
+    width trainings of the same epochs (marked with their origin); results and widths of
+    other epochs are trained; a run that differs in what a width depends on is refused."""
+    mod = _module()
+    calls: list[str] = []
+
+    def fake_trainings(saved, run, data, folder, k):  # type: ignore[no-untyped-def]
+        def train(key: str) -> dict[str, Any]:
+            calls.append(key)
+            return {"seed": 9, "epochs": 1, "accuracy": 0.5}
+
+        for what in ("0.5x", "width 1", "width 0.5"):
+            key = f"mobilenet_v2_tiny {what} seed {k}"
+            yield key, lambda key=key: train(key)
+
+    monkeypatch.setattr(mod, "_trainings", fake_trainings)
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run, other):
+        folder.mkdir()
+        (folder / "rows.json").write_text(json.dumps(_saved()))
+    lent = {"seed": 7, "epochs": 1, "accuracy": 0.75, "seconds": 60.0}
+    trainings = {
+        "mobilenet_v2_tiny 0.5x seed 1": lent,  # another search's result: never taken
+        "mobilenet_v2_tiny width 1 seed 1": lent,
+        "mobilenet_v2_tiny width 0.5 seed 1": {**lent, "epochs": 2},  # trained longer
+    }
+    (other / "retrain.json").write_text(json.dumps({"source_seed": 0, "trainings": trainings}))
+    argv = ["netadapt_retrain.py", str(run), "--seeds", "2", "--section", "t", "--source", "s"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--widths-from", str(other), "--no-write"])
+    mod.main()
+    out = capsys.readouterr().out
+    assert calls == ["mobilenet_v2_tiny 0.5x seed 1", "mobilenet_v2_tiny width 0.5 seed 1"]
+    record = json.loads((run / "retrain.json").read_text())["trainings"]
+    assert record["mobilenet_v2_tiny width 1 seed 1"] == {**lent, "from": str(other)}
+    assert "| mobilenet_v2_tiny width 1 | 0.400 | 1 | 0.8000, 0.7500 | 0.7750 |" in out
+
+    (run / "retrain.json").unlink()
+    differs = _saved()
+    differs["args"]["seed"] = 5
+    (other / "rows.json").write_text(json.dumps(differs))
+    with pytest.raises(SystemExit):
+        mod.main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--widths-from {other}: trained with another seed (5, here 0)" in err
