@@ -259,11 +259,20 @@ def _searched(saved: dict[str, Any], folder: Path, row: dict[str, Any]) -> Any:
     config = saved.get("architectures", {}).get(key)
     if config is None:
         raise SystemExit(f"{folder}: neither {path.name} nor a recorded architecture for {key}")
-    if '"Lambda"' in json.dumps(config):  # a config is code only through Lambda layers
+    if _has_lambda(config):  # a config is code only through Lambda layers
         raise SystemExit(f"{folder}: the architecture of {key} holds a Lambda layer; refused")
     model = keras.models.model_from_json(json.dumps(config))
     check_classifier(model, key)
     return model
+
+
+def _has_lambda(config: Any) -> bool:
+    """Whether a Keras config holds a Lambda layer anywhere (nested models included)."""
+    if isinstance(config, dict):
+        return config.get("class_name") == "Lambda" or any(_has_lambda(v) for v in config.values())
+    if isinstance(config, list):
+        return any(_has_lambda(v) for v in config)
+    return False
 
 
 def results_section(

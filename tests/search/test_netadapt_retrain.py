@@ -183,6 +183,17 @@ def test_a_recorded_architecture_with_a_lambda_layer_is_refused(tmp_path: Path) 
     saved = {"architectures": {"m 0.5x": json.loads(model.to_json())}}
     with pytest.raises(SystemExit, match="holds a Lambda layer; refused"):
         _module()._searched(saved, tmp_path, {"model": "m", "budget": "0.5x"})
+    # Nested in a sub-model too; a layer merely named "Lambda" is not one.
+    inner = keras.Model(inputs, x, name="Lambda")
+    outer_in = keras.Input((8, 8, 3))
+    outer = keras.Model(outer_in, keras.layers.Dense(10, activation="softmax")(inner(outer_in)))
+    saved = {"architectures": {"m 0.5x": json.loads(outer.to_json())}}
+    with pytest.raises(SystemExit, match="holds a Lambda layer; refused"):
+        _module()._searched(saved, tmp_path, {"model": "m", "budget": "0.5x"})
+    plain = create("mobilenet_v2_tiny", input_shape=(32, 32, 3), classes=10, width=0.5)
+    config = json.loads(plain.to_json())
+    config["config"]["layers"][1]["config"]["name"] = "Lambda"
+    assert not _module()._has_lambda(config)
 
 
 def test_a_file_that_is_not_a_run_record_is_one_line(tmp_path: Path) -> None:
