@@ -325,6 +325,7 @@ def run_model(
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     # A killed benchmark started again with the same --out goes on: the searches that
     # finished (their netadapt.json) are read back, and so is the trained reference.
+    work.mkdir(parents=True, exist_ok=True)
     progress_path = work / "progress.json"
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
     # What decides a search and the reference: a run given other values is another run.

@@ -390,3 +390,34 @@ def test_width_trainings_of_a_run_alike_are_taken_not_trained_again(
         mod.main()
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"--widths-from {other}: trained with another seed (5, here 0)" in err
+
+
+def test_a_fresh_run_records_its_reference_and_settings_before_searching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """netadapt.py into an --out that does not exist yet: the trained reference's time and
+    the run's settings are in progress.json before the first search starts."""
+    import edgekit.search
+
+    mod = _netadapt_module()
+
+    class Searching(Exception):
+        pass
+
+    def search(*a: Any, **k: Any) -> None:
+        raise Searching
+
+    monkeypatch.setattr(edgekit.search, "train_zoo_model", lambda *a, **k: object())
+    monkeypatch.setattr(edgekit.search, "netadapt", search)
+    args = argparse.Namespace(
+        input_size=32, width=1.0, train_epochs=1, budgets="0.5x", baseline_widths="1.0",
+        models="mobilenet_v2_tiny", proposals=4, screen_batches=0, seed=0, runs=100,
+        short_steps=1, bn_batches=0, learning_rate=1e-3, long_epochs=0, final="scratch",
+        final_epochs=1, distill=False, init_fraction=0.1, decay=1.0, workers=None,
+        baseline_from=None,
+    )  # fmt: skip
+    work = tmp_path / "out" / "mobilenet_v2_tiny"
+    with pytest.raises(Searching):
+        mod.run_model("mobilenet_v2_tiny", None, work, args)
+    progress = json.loads((work / "progress.json").read_text())
+    assert progress["walls"] == {} and progress["settings"]["proposals"] == 4
