@@ -157,6 +157,13 @@ def main() -> None:
         help="measure nothing: write the section again from this --out folder's rows.json",
     )
     args = ap.parse_args()
+    if args.baseline_from is not None and args.distill:
+        ap.error(
+            f"--baseline-from {args.baseline_from}: under --distill every width learns from "
+            "this run's own reference, so none can be taken from another run; leave one out"
+        )
+    if args.baseline_from is not None and not args.baseline_from.is_dir():
+        ap.error(f"--baseline-from {args.baseline_from}: not a folder; give another run's --out")
     if args.final_epochs is not None and (args.final != "scratch" or args.final_epochs < 1):
         ap.error(
             f"--final-epochs {args.final_epochs}: needs --final scratch and a count of at "
@@ -187,8 +194,11 @@ def main() -> None:
     else:
         work = args.out or Path(tempfile.mkdtemp(prefix="edgekit-netadapt-"))
         rows, baselines = [], {}
-        for name in [m.strip() for m in args.models.split(",") if m.strip()]:
-            model_rows, baselines[name] = run_model(name, data, work / name, args)
+        names = [m.strip() for m in args.models.split(",") if m.strip()]
+        # Checked for every model before any work: a refusal never ends a run hours in.
+        lent = {name: borrowed_widths(args.baseline_from, name, settings(args)) for name in names}
+        for name in names:
+            model_rows, baselines[name] = run_model(name, data, work / name, args, lent[name])
             rows += model_rows
             saved = {"rows": rows, "baselines": baselines, "args": settings(args)}
             write_json_atomic(work / "rows.json", saved)
@@ -308,7 +318,11 @@ def write_charts(
 
 
 def run_model(
-    name: str, data: Any, work: Path, args: argparse.Namespace
+    name: str,
+    data: Any,
+    work: Path,
+    args: argparse.Namespace,
+    borrowed: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train ``name``, search each budget, train the width baseline once, measure all."""
     from edgekit.models._io import load_keras_model
@@ -351,7 +365,6 @@ def run_model(
             f"{work}: this run was made with other settings ({', '.join(changed)}); give "
             "another --out, or the run's own settings"
         )
-    borrowed = borrowed_widths(args.baseline_from, name, defining)  # checked before any work
     done = [b for b in budgets if (work / b / "netadapt.json").is_file()]
     if done and "train_s" in progress:
         print(f"{name}: the reference trained by the run in {work}", file=sys.stderr)
@@ -562,27 +575,34 @@ def judge(r: dict[str, Any]) -> None:
 
 
 def borrowed_widths(
-    other: Path | None, name: str, defining: dict[str, Any]
+    other: Path | None, name: str, ours: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """The baseline widths another run (``--baseline-from``) trained for ``name``, if its
-    model, input size, data and zoo width are this run's; one line and exit if they are
-    not. A width's training depends on those, its epochs, seed and teacher (checked width
-    by width in :func:`train_baseline`), and on no search setting."""
+    input size, data and zoo width are this run's (``ours``: :func:`settings`); one line and
+    exit if they are not. A width's training depends on those, its model, epochs, seed and
+    teacher (checked width by width in :func:`train_baseline`), and on no search setting.
+    A model the other run did not train has nothing to lend."""
     if other is None:
         return {}
     path = other / name / "progress.json"
     if not path.is_file():
+        _say(f"--baseline-from {other}: it did not train {name}; its widths train here")
+        return {}
+    try:
+        theirs = json.loads(path.read_text())
+    except ValueError as err:
+        raise SystemExit(f"--baseline-from {other}: {path} is not JSON ({err})") from None
+    settings_ = theirs.get("settings")
+    if not isinstance(settings_, dict):
         raise SystemExit(
-            f"--baseline-from {other}: no {name}/progress.json there; give the --out folder "
-            "of a netadapt.py run of the same model"
+            f"--baseline-from {other}: {path} holds no settings to check its widths against; "
+            "give a run made since they are kept"
         )
-    theirs = json.loads(path.read_text())
-    settings_ = theirs.get("settings", {})
-    differ = [k for k in ("input_size", "data", "width") if settings_.get(k) != defining[k]]
+    differ = [k for k in ("input_size", "data", "width") if settings_.get(k) != ours[k]]
     if differ:
         raise SystemExit(
             f"--baseline-from {other}: its widths were trained with another "
-            + ", ".join(f"{k} ({settings_.get(k)}, here {defining[k]})" for k in differ)
+            + ", ".join(f"{k} ({settings_.get(k)}, here {ours[k]})" for k in differ)
             + "; give a run with this run's"
         )
     return dict(theirs.get("baseline", {}))
@@ -611,8 +631,9 @@ def train_baseline(
     ``borrowed`` (:func:`borrowed_widths`) holds another run's widths: one of them trained
     exactly as this run would, undistilled (a teacher is a run's own reference), with its
     artifact in place, is taken into ``trained`` as it is, its origin recorded.
-    ``save`` is called after each new or borrowed width. Returns the baseline and the
-    seconds of training it took, reused widths included."""
+    ``save`` is called after each new or borrowed width. Returns the baseline (a borrowed
+    width says ``from`` where) and the seconds of this run's training it took, its reused
+    widths included, borrowed ones not."""
     from edgekit.search import derive_seed, make_meter, train_width
 
     trained = {} if trained is None else trained
@@ -659,8 +680,11 @@ def train_baseline(
             trained[f"{width:g}"] = entry
             if save is not None:
                 save()
-        baseline.append({k: entry[k] for k in ("width", "accuracy", "artifact")})
-        seconds += float(entry["seconds"])
+        baseline.append(
+            {k: entry[k] for k in ("width", "accuracy", "artifact", "from") if k in entry}
+        )
+        if "from" not in entry:
+            seconds += float(entry["seconds"])
     return baseline, seconds
 
 
@@ -816,10 +840,15 @@ def results_section(
             f"width {b['width']:g}: {b['latency_ms']:.3f} ms / {b['accuracy']:.4f}"
             for b in baseline
         )
+        lent_note = ""
+        for origin in sorted({b["from"] for b in baseline if "from" in b}):
+            widths = ", ".join(f"{b['width']:g}" for b in baseline if b.get("from") == origin)
+            lent_note += f"; widths {widths} as the run in {origin} trained them"
         lines.append(
             f"- {name}: reference trained in {model_rows[0]['train_s'] / 60:.1f} min; width "
             f"baseline ({max(r['epochs'] for r in model_rows)} epochs each, "
-            f"{model_rows[0]['baseline_s'] / 60:.1f} min): {pts}; search latency: "
+            f"{model_rows[0]['baseline_s'] / 60:.1f} min here{lent_note}): {pts}; "
+            "search latency: "
             f"{model_rows[0]['latency_from']}"
             + (f", {model_rows[0]['table_built']}" if model_rows[0].get("table_built") else "")
         )

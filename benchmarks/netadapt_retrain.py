@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import sys
 import tempfile
 import time
@@ -125,7 +126,7 @@ def main() -> None:
                 continue
             if key in borrowed:
                 _say(f"seed {k}: {key} as {args.widths_from} trained it")
-                record["trainings"][key] = {**borrowed[key], "from": str(args.widths_from)}
+                record["trainings"][key] = {"from": str(args.widths_from), **borrowed[key]}
                 write_json_atomic(record_path, record)
                 continue
             _say(f"seed {k}: {key}")
@@ -178,18 +179,29 @@ def borrowed_widths(
         )
     if ours.get("distill") or other.get("distill"):
         raise ValueError("a --distill run's widths learn from that run's own reference")
+    from edgekit.search import derive_seed
+
     record_path = folder / RECORD
     if not record_path.is_file():
         raise ValueError(f"no {RECORD} in {folder}")
-    trainings = json.loads(record_path.read_text()).get("trainings", {})
+    try:
+        record = json.loads(record_path.read_text())
+    except ValueError as err:
+        raise ValueError(f"{record_path} is not JSON ({err})") from None
+    if record.get("source_seed") != other.get("seed"):
+        raise ValueError(
+            f"{record_path} was recorded for a run of seed {record.get('source_seed')}, not "
+            f"the run beside it (seed {other.get('seed')})"
+        )
     got = {}
-    for name in saved["baselines"]:
-        if name not in theirs.get("baselines", {}):
+    for key, entry in record.get("trainings", {}).items():
+        match = re.fullmatch(r"(.+) width ([0-9.]+) seed ([0-9]+)", key)
+        if match is None or match[1] not in saved["baselines"]:
             continue
-        epochs = _baseline_epochs(saved, name)
-        for key, entry in trainings.items():
-            if key.startswith(f"{name} width ") and entry.get("epochs") == epochs:
-                got[key] = entry
+        name, width, k = match[1], float(match[2]), int(match[3])
+        seed = derive_seed(derive_seed(int(ours["seed"]), "repeat", k), "baseline", width)
+        if entry.get("epochs") == _baseline_epochs(saved, name) and entry.get("seed") == seed:
+            got[key] = entry
     return got
 
 
@@ -259,17 +271,24 @@ def _searched(saved: dict[str, Any], folder: Path, row: dict[str, Any]) -> Any:
     config = saved.get("architectures", {}).get(key)
     if config is None:
         raise SystemExit(f"{folder}: neither {path.name} nor a recorded architecture for {key}")
-    if _has_lambda(config):  # a config is code only through Lambda layers
+    if _has_lambda(config):  # a config runs code only through Lambda layers
         raise SystemExit(f"{folder}: the architecture of {key} holds a Lambda layer; refused")
     model = keras.models.model_from_json(json.dumps(config))
     check_classifier(model, key)
     return model
 
 
+# Layers whose config names code to run: Python (Lambda) or any TensorFlow function by its
+# name (TFOpLambda, SlicingOpLambda: what tf.keras records for a tf.* call on a tensor).
+LAMBDA_CLASSES = {"Lambda", "TFOpLambda", "SlicingOpLambda"}
+
+
 def _has_lambda(config: Any) -> bool:
-    """Whether a Keras config holds a Lambda layer anywhere (nested models included)."""
+    """Whether a Keras config holds a Lambda-like layer anywhere (nested models included)."""
     if isinstance(config, dict):
-        return config.get("class_name") == "Lambda" or any(_has_lambda(v) for v in config.values())
+        return config.get("class_name") in LAMBDA_CLASSES or any(
+            _has_lambda(v) for v in config.values()
+        )
     if isinstance(config, list):
         return any(_has_lambda(v) for v in config)
     return False

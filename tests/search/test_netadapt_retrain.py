@@ -174,6 +174,8 @@ def _netadapt_module() -> Any:
 
 
 def test_a_recorded_architecture_with_a_lambda_layer_is_refused(tmp_path: Path) -> None:
+    import tensorflow as tf
+
     from edgekit._keras import keras
 
     inputs = keras.Input((8, 8, 3))
@@ -194,6 +196,10 @@ def test_a_recorded_architecture_with_a_lambda_layer_is_refused(tmp_path: Path) 
     config = json.loads(plain.to_json())
     config["config"]["layers"][1]["config"]["name"] = "Lambda"
     assert not _module()._has_lambda(config)
+    # A tf.* call on a tensor is recorded as a TFOpLambda naming the function: refused too.
+    y = keras.layers.GlobalAveragePooling2D()(inputs)
+    op = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(tf.math.abs(y)))
+    assert "TFOpLambda" in op.to_json() and _module()._has_lambda(json.loads(op.to_json()))
 
 
 def test_a_file_that_is_not_a_run_record_is_one_line(tmp_path: Path) -> None:
@@ -282,8 +288,9 @@ def test_widths_another_run_trained_alike_are_borrowed_and_others_trained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """netadapt.py --baseline-from: a width the other run trained as this one would (epochs,
-    seed, undistilled, artifact there) is taken with its origin; any other is trained; a run
-    of another input size, data or zoo width is refused in one line before any work."""
+    seed, undistilled, artifact there) is taken with its origin, and its training time is not
+    counted as this run's; any other is trained; a run of another input size, data or zoo
+    width is refused in one line; a model the other run did not train lends nothing."""
     import edgekit.search
     from edgekit.search import ZooSpec, derive_seed
 
@@ -328,19 +335,25 @@ def test_widths_another_run_trained_alike_are_borrowed_and_others_trained(
     got, seconds = mod.train_baseline(
         zoo, data, tmp_path, 4, args, trained=trained, borrowed=borrowed
     )
-    assert calls == [0.75, 0.5, 0.4] and seconds == 60.0 + 3 * 9.0
-    assert got[0] == {"width": 1.0, "accuracy": 0.9, "artifact": str(artifact)}
+    assert calls == [0.75, 0.5, 0.4] and seconds == 3 * 9.0
+    assert got[0] == {"width": 1.0, "accuracy": 0.9, "artifact": str(artifact), "from": str(other)}
+    assert "from" not in got[1]
     assert trained["1"]["from"] == str(other) and "from" not in trained["0.75"]
     calls.clear()  # taken into this run's record: not borrowed or trained again
     mod.train_baseline(zoo, data, tmp_path, 4, args, trained=trained)
     assert calls == []
-    # Distilled widths learn from a run's own reference: never borrowed.
-    mod.train_baseline(zoo, data, tmp_path, 4, args, object(), trained={}, borrowed=borrowed)
+    # Distilled widths learn from a run's own reference: never borrowed, not even one the
+    # other run distilled with this epochs and seed.
+    distilled = {"1": {**width(1.0), "distilled": True}}
+    mod.train_baseline(zoo, data, tmp_path, 4, args, object(), trained={}, borrowed=distilled)
     assert calls == [1.0, 0.75, 0.5, 0.4]
     with pytest.raises(SystemExit, match=r"another input_size \(32, here 64\); give a run"):
         mod.borrowed_widths(other, "mobilenet_v2_tiny", {**ours, "input_size": 64})
-    with pytest.raises(SystemExit, match=re.escape("no mobilenet_v1/progress.json there")):
-        mod.borrowed_widths(other, "mobilenet_v1", ours)
+    assert mod.borrowed_widths(other, "mobilenet_v1", ours) == {}
+    del progress["settings"]
+    (other / "mobilenet_v2_tiny" / "progress.json").write_text(json.dumps(progress))
+    with pytest.raises(SystemExit, match="holds no settings to check its widths against"):
+        mod.borrowed_widths(other, "mobilenet_v2_tiny", ours)
 
 
 def test_width_trainings_of_a_run_alike_are_taken_not_trained_again(
@@ -362,34 +375,56 @@ def test_width_trainings_of_a_run_alike_are_taken_not_trained_again(
             yield key, lambda key=key: train(key)
 
     monkeypatch.setattr(mod, "_trainings", fake_trainings)
+    from edgekit.search import derive_seed
+
     run, other = tmp_path / "run", tmp_path / "other"
     for folder in (run, other):
         folder.mkdir()
         (folder / "rows.json").write_text(json.dumps(_saved()))
-    lent = {"seed": 7, "epochs": 1, "accuracy": 0.75, "seconds": 60.0}
+
+    def lent(width: float, k: int, **changed: Any) -> dict[str, Any]:
+        seed = derive_seed(derive_seed(0, "repeat", k), "baseline", width)
+        return {"seed": seed, "epochs": 1, "accuracy": 0.75, "seconds": 60.0, **changed}
+
     trainings = {
-        "mobilenet_v2_tiny 0.5x seed 1": lent,  # another search's result: never taken
-        "mobilenet_v2_tiny width 1 seed 1": lent,
-        "mobilenet_v2_tiny width 0.5 seed 1": {**lent, "epochs": 2},  # trained longer
+        "mobilenet_v2_tiny 0.5x seed 1": lent(1.0, 1),  # another search's result: never taken
+        "mobilenet_v2_tiny width 1 seed 1": lent(1.0, 1),
+        "mobilenet_v2_tiny width 0.5 seed 1": lent(0.5, 1, epochs=2),  # trained longer
+        "mobilenet_v2_tiny width 1 seed 2": lent(1.0, 2, seed=7),  # another seed
+        "mobilenet_v2_tiny width 0.5 seed 2": lent(0.5, 2, **{"from": "elsewhere"}),
     }
-    (other / "retrain.json").write_text(json.dumps({"source_seed": 0, "trainings": trainings}))
-    argv = ["netadapt_retrain.py", str(run), "--seeds", "2", "--section", "t", "--source", "s"]
+    record = {"source_seed": 0, "trainings": trainings}
+    (other / "retrain.json").write_text(json.dumps(record))
+    argv = ["netadapt_retrain.py", str(run), "--seeds", "3", "--section", "t", "--source", "s"]
     monkeypatch.setattr(sys, "argv", [*argv, "--widths-from", str(other), "--no-write"])
     mod.main()
     out = capsys.readouterr().out
-    assert calls == ["mobilenet_v2_tiny 0.5x seed 1", "mobilenet_v2_tiny width 0.5 seed 1"]
-    record = json.loads((run / "retrain.json").read_text())["trainings"]
-    assert record["mobilenet_v2_tiny width 1 seed 1"] == {**lent, "from": str(other)}
-    assert "| mobilenet_v2_tiny width 1 | 0.400 | 1 | 0.8000, 0.7500 | 0.7750 |" in out
+    assert calls == [
+        "mobilenet_v2_tiny 0.5x seed 1",
+        "mobilenet_v2_tiny width 0.5 seed 1",
+        "mobilenet_v2_tiny 0.5x seed 2",
+        "mobilenet_v2_tiny width 1 seed 2",
+    ]
+    got = json.loads((run / "retrain.json").read_text())["trainings"]
+    assert got["mobilenet_v2_tiny width 1 seed 1"] == {**lent(1.0, 1), "from": str(other)}
+    assert got["mobilenet_v2_tiny width 0.5 seed 2"]["from"] == "elsewhere"  # the first origin
+    assert "| mobilenet_v2_tiny width 1 | 0.400 | 1 | 0.8000, 0.7500, 0.5000 | 0.6833 |" in out
 
-    (run / "retrain.json").unlink()
-    differs = _saved()
-    differs["args"]["seed"] = 5
-    (other / "rows.json").write_text(json.dumps(differs))
-    with pytest.raises(SystemExit):
-        mod.main()
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"--widths-from {other}: trained with another seed (5, here 0)" in err
+    for what, says in (
+        ("source_seed", "was recorded for a run of seed 4, not the run beside it (seed 0)"),
+        ("seed", "trained with another seed (5, here 0)"),
+    ):
+        (run / "retrain.json").unlink(missing_ok=True)
+        if what == "source_seed":
+            (other / "retrain.json").write_text(json.dumps({**record, "source_seed": 4}))
+        else:
+            differs = _saved()
+            differs["args"]["seed"] = 5
+            (other / "rows.json").write_text(json.dumps(differs))
+        with pytest.raises(SystemExit):
+            mod.main()
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"--widths-from {other}: " in err and says in err, err
 
 
 def test_a_fresh_run_records_its_reference_and_settings_before_searching(
@@ -421,3 +456,26 @@ def test_a_fresh_run_records_its_reference_and_settings_before_searching(
         mod.run_model("mobilenet_v2_tiny", None, work, args)
     progress = json.loads((work / "progress.json").read_text())
     assert progress["walls"] == {} and progress["settings"]["proposals"] == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--distill"], "under --distill every width learns from this run's own reference"),
+        ([], "not a folder; give another run's --out"),
+    ],
+)
+def test_baseline_from_that_cannot_lend_is_one_line(
+    tmp_path: Path, extra: list[str], says: str
+) -> None:
+    other = tmp_path / "other"
+    if extra:  # a folder that is there: refused for --distill alone
+        other.mkdir()
+    script = SCRIPT.with_name("netadapt.py")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--baseline-from", str(other), *extra, "--no-write"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert says in proc.stderr.strip().splitlines()[-1]
+    assert not any(tmp_path.glob("**/progress.json"))
