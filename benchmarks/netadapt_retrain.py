@@ -301,7 +301,9 @@ def results_section(
     """The section: each width's and each result's accuracy per seed and their means, and
     each result against the baseline at its latency, seed by seed and on the means."""
     run, trainings, seeds = saved["args"], record["trainings"], args.seeds
-    recorded = sum(t.get("seconds", 0.0) for t in trainings.values())
+    own = [t for t in trainings.values() if "from" not in t]
+    recorded = sum(t.get("seconds", 0.0) for t in own)
+    lent = sorted({t["from"] for t in trainings.values() if "from" in t})
     image = 1.0 / len(data.y_test)
     lines = [
         f"## {args.section}: {args.source} trained again with {seeds} seeds",
@@ -316,9 +318,17 @@ def results_section(
         f"widths; one test image is {100 * image:.2f} points of accuracy "
         f"({len(data.y_test)} held-out images of {data.name}"
         + (f"; {data_about(run['data'])}" if data_about(run.get("data", "digits")) else "")
-        + f"). Host: {host_line()}; the {len(trainings)} recorded trainings of seeds 1 to "
+        + f"). Host: {host_line()}; the {len(own)} recorded trainings of seeds 1 to "
         f"{seeds - 1} took {recorded / 60:.0f} min ({seconds / 60:.0f} min of training in "
-        "this invocation).",
+        "this invocation)"
+        + (
+            f"; {len(trainings) - len(own)} trainings of widths were taken from "
+            + ", ".join(lent)
+            + ", which trained them exactly as this run would have (--widths-from)"
+            if lent
+            else ""
+        )
+        + ".",
         "",
         "| network | latency ms | epochs | accuracy per seed | mean |",
         "|---|---|---|---|---|",

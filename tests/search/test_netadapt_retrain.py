@@ -409,6 +409,9 @@ def test_width_trainings_of_a_run_alike_are_taken_not_trained_again(
     assert got["mobilenet_v2_tiny width 1 seed 1"] == {**lent(1.0, 1), "from": str(other)}
     assert got["mobilenet_v2_tiny width 0.5 seed 2"]["from"] == "elsewhere"  # the first origin
     assert "| mobilenet_v2_tiny width 1 | 0.400 | 1 | 0.8000, 0.7500, 0.5000 | 0.6833 |" in out
+    # The section counts this run's own trainings' time and names where the others came from.
+    assert "the 4 recorded trainings of seeds 1 to 2 took 0 min" in out
+    assert f"; 2 trainings of widths were taken from {other}, elsewhere, which trained" in out
 
     for what, says in (
         ("source_seed", "was recorded for a run of seed 4, not the run beside it (seed 0)"),
