@@ -970,20 +970,42 @@ def test_screening_scores_every_group_and_fine_tunes_the_best(
     assert min(share[g] for g in offered) >= max(v for g, v in share.items() if g not in passed)
 
 
+@pytest.fixture(scope="module")
+def micro(digits32: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any]]:
+    """Three convolutions trained 2 epochs, and its screened search run serially: what the
+    executors must reproduce. Its tasks cost a fifth of mobilenet_v2_tiny's (the suite's
+    time); the executors do not look inside the network."""
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    x = inputs = layers.Input((32, 32, 3))
+    for i, (filters, stride) in enumerate([(16, 2), (24, 2), (32, 1)]):
+        x = layers.Conv2D(
+            filters, 3, strides=stride, padding="same", use_bias=False, name=f"conv{i}"
+        )(x)
+        x = layers.ReLU(name=f"relu{i}")(layers.BatchNormalization(name=f"bn{i}")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+    train_model(model, digits32, TrainConfig(epochs=2, seed=0))
+    out = tmp_path_factory.mktemp("na") / "micro"
+    return model, netadapt(model, digits32, out, NetAdaptOptions(**SCREENED_RUN))
+
+
 def test_process_pool_gives_the_serial_result(
-    reference: tuple[Any, Path], digits32: Any, screened: dict[str, Any], tmp_path: Path
+    micro: tuple[Any, dict[str, Any]], digits32: Any, tmp_path: Path
 ) -> None:
     """Screening tasks and then two fine-tuning tasks run in parallel, as the serial run."""
+    model, serial = micro
+    assert len(serial["iterations"][0]["screened"]) == 3  # every convolution
     with LocalPoolExecutor(2) as pool:
         options = NetAdaptOptions(**SCREENED_RUN)
-        report = netadapt(reference[0], digits32, tmp_path / "pool", options, executor=pool)
+        report = netadapt(model, digits32, tmp_path / "pool", options, executor=pool)
     assert report["status"] in ("max_iterations", "budget_met")
     assert report["executor"] == "process_pool(2)"
-    assert _comparable(report["iterations"][0]) == _comparable(screened["iterations"][0])
+    assert _comparable(report["iterations"][0]) == _comparable(serial["iterations"][0])
 
 
 def test_ray_gives_the_serial_result_and_measures_on_the_device_node(
-    reference: tuple[Any, Path], digits32: Any, screened: dict[str, Any], tmp_path: Path
+    micro: tuple[Any, dict[str, Any]], digits32: Any, tmp_path: Path
 ) -> None:
     """A local Ray instance with 2 CPUs and one unit of a device resource: proposals travel
     as bytes (no shared folder is assumed; a screened one, never saved, sends none back) and
@@ -993,18 +1015,19 @@ def test_ray_gives_the_serial_result_and_measures_on_the_device_node(
     from edgekit.converters import ConvertOptions, get_converter
     from edgekit.search import RayExecutor
 
+    model, serial = micro
     options = NetAdaptOptions(**SCREENED_RUN)
     artifact = get_converter("tflite_int8").convert(
-        reference[0], tmp_path, ConvertOptions(stem="ref", calibration=digits32.x_train)
+        model, tmp_path, ConvertOptions(stem="ref", calibration=digits32.x_train)
     )
     with RayExecutor("local", num_cpus=2, device_resource="edgekit_test_device") as ray_ex:
         measure = ray_ex.measure_fn()
         stats = measure(artifact.path, digits32.x_test[:1], 20, 2, 1)
-        report = netadapt(reference[0], digits32, tmp_path / "ray", options, executor=ray_ex)
+        report = netadapt(model, digits32, tmp_path / "ray", options, executor=ray_ex)
     with pytest.raises(RuntimeError, match="after close"):  # the run closed Ray
         measure(artifact.path, digits32.x_test[:1], 20, 2, 1)
     assert report["executor"] == "ray"
-    assert _comparable(report["iterations"][0]) == _comparable(screened["iterations"][0])
+    assert _comparable(report["iterations"][0]) == _comparable(serial["iterations"][0])
     # The proposal written back from the worker is the network the record describes.
     it = report["iterations"][0]
     assert _channels(tmp_path / "ray" / "result.keras")[it["group"]] == it["channels_after"]
@@ -1127,8 +1150,8 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
     # One iteration of the uninterrupted run's search (the suite's time): the final
     # training is what is tested, after a search stopped by --max-iterations.
-    run = {**MACS_RUN, "long_epochs": 1, "baseline": True, "baseline_widths": (0.5,)}
-    options = NetAdaptOptions(**run, final="scratch", max_iterations=1)
+    # No width baseline (the suite's time): baseline_epochs() sets both (tested above).
+    options = NetAdaptOptions(**{**MACS_RUN, "long_epochs": 1}, final="scratch", max_iterations=1)
     out = tmp_path / "run"
     with pytest.raises(Killed):
         netadapt(
@@ -1146,13 +1169,13 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     result = load_keras_model(report["result"]["model"])
     assert _channels(result) == _channels(searched) != _channels(reference[0])
     assert [layer.name for layer in result.layers] == [layer.name for layer in searched.layers]
-    training, (base,) = report["result"]["training"], report["width_baseline"]
+    training = report["result"]["training"]
     # The reference's 2 epochs, the short fine-tunings' batches (rounded up to an epoch)
     # and the 1 long epoch a fine-tuned result would have had.
     short = math.ceil(len(report["iterations"]) * 2 / math.ceil(len(digits32.x_train) / 32))
     epochs = 2 + short + 1
     assert training["how"] == "scratch" and training["distilled"] is False
-    assert training["epochs"] == base["epochs"] == epochs == 4
+    assert training["epochs"] == epochs == 4
     assert training["seconds"] > 0
     assert {k: v for k, v in uninterrupted["result"]["training"].items() if k != "seconds"} == {
         "how": "fine-tune", "epochs": 0, "seed": None, "distilled": False,
