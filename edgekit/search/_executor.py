@@ -1,5 +1,5 @@
 """Where proposals are fine-tuned and evaluated: in this process, a local process pool, or
-(later) a Ray cluster.
+a Ray cluster.
 
 A proposal travels as a :class:`ProposalTask`: the path of the ``.keras`` file it is pruned
 from, the pruning plan, a seed and the training settings. Whoever runs it loads the file,
@@ -247,13 +247,36 @@ class SerialExecutor(Executor):
 
 
 _WORKER_DATA: list[Dataset] = []
+# How often a pool worker checks that the process that started it is still there.
+PARENT_CHECK_S = 1.0
 
 
-def _init_worker(data: Dataset) -> None:
+def _init_worker(data: Dataset, parent: int) -> None:
     # Runs once in each spawned worker: the data set is sent once, not with every task.
     import edgekit  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
+    _exit_with_parent(parent)
     _WORKER_DATA[:] = [data]
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once the process ``parent`` is gone.
+
+    A search killed with SIGKILL or SIGTERM cannot shut its pool down, and its workers
+    went on living: each holds a TensorFlow and a network (3.5 GB at 176 px), finishes a
+    task nobody will read, and slows every later measurement on the machine.
+    """
+    import threading
+
+    if os.getppid() != parent:  # started by someone else: nothing to watch
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgekit-parent-watch", daemon=True).start()
 
 
 def _run_in_worker(task: ProposalTask) -> ProposalResult:
@@ -276,7 +299,9 @@ class LocalPoolExecutor(Executor):
     def start(self, data: Dataset) -> None:
         self.data = data
 
-    def map(self, tasks: Sequence[ProposalTask]) -> list[ProposalResult]:
+    def pool(self) -> Any:
+        """The process pool (a ``concurrent.futures.ProcessPoolExecutor``), started on the
+        first call. Its workers end with this process, however it ends."""
         import concurrent.futures
         import multiprocessing
 
@@ -287,10 +312,15 @@ class LocalPoolExecutor(Executor):
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.data,),
+                initargs=(self.data, os.getpid()),
             )
+        return self._pool
+
+    def map(self, tasks: Sequence[ProposalTask]) -> list[ProposalResult]:
+        import concurrent.futures
+
         try:
-            return list(self._pool.map(_run_in_worker, tasks))
+            return list(self.pool().map(_run_in_worker, tasks))
         except concurrent.futures.process.BrokenProcessPool as err:
             self.close()
             raise EdgekitError(

@@ -1004,6 +1004,49 @@ def test_process_pool_gives_the_serial_result(
     assert _comparable(report["iterations"][0]) == _comparable(serial["iterations"][0])
 
 
+_POOL_THEN_WAIT = """
+import os, sys, time
+from edgekit.data import load_dataset
+from edgekit.search import LocalPoolExecutor
+
+executor = LocalPoolExecutor(2)
+executor.start(load_dataset("digits", (8, 8, 3)))
+pool = executor.pool()
+list(pool.map(time.sleep, [1.0, 1.0]))  # both workers started
+print(*pool._processes, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_end_when_the_search_is_killed(tmp_path: Path) -> None:
+    """A search killed with SIGKILL (or SIGTERM) cannot shut its pool down: the workers
+    notice that their parent is gone and exit, instead of living on with their memory."""
+    import signal
+    import subprocess
+    import time
+
+    def alive(pid: int) -> bool:
+        try:  # a zombie waiting for its new parent to reap it has ended too
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _POOL_THEN_WAIT], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        workers = [int(pid) for pid in proc.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)
+
+
 def test_ray_gives_the_serial_result_and_measures_on_the_device_node(
     micro: tuple[Any, dict[str, Any]], digits32: Any, tmp_path: Path
 ) -> None:
