@@ -218,7 +218,9 @@ class Search:
                     f"keeping the network of iteration {i - 1}",
                 )
                 break
+            planned_s = time.perf_counter() - t0
             record = self._evaluate(executor, i, model_path, proposals, targets, unreachable)
+            record["phase_seconds"] = {"plan": round(planned_s, 2), **record["phase_seconds"]}
             record["step"] = step
             if "latency" in self.opts.resources:
                 record["latency_margin"] = round(chosen.margin, 6)
@@ -377,8 +379,10 @@ class Search:
         folder.mkdir(parents=True)
         screened: list[dict[str, Any]] = []
         k = self.opts.proposals
+        t0 = time.perf_counter()
         if self.opts.screen_batches and k is not None and len(proposals) > k:
             proposals, screened = self._screen(executor, i, model_path, proposals, k)
+        t1 = time.perf_counter()
         tasks = []
         for n, p in enumerate(proposals):
             p.seed = derive_seed(self.opts.seed, "proposal", i, p.group)
@@ -391,6 +395,7 @@ class Search:
         )
         for p, r in zip(proposals, executor.map(tasks), strict=True):
             p.accuracy, p.loss, p.path, p.seconds = r.accuracy, r.loss, r.out_path, r.seconds
+        t2 = time.perf_counter()
         best = min(proposals, key=lambda p: proposal_rank(p, self.primary))
         net = Path("nets") / f"net_{i:04d}.keras"
         (self.out / "nets").mkdir(exist_ok=True)
@@ -440,6 +445,13 @@ class Search:
         }
         if screened:
             record["screened"] = screened
+        # Where the iteration's time went (the plan is added by the caller): the pool's
+        # screening and fine-tuning, and the rest (timing the chosen network, saving).
+        record["phase_seconds"] = {
+            "screen": round(t1 - t0, 2),
+            "fine_tune": round(t2 - t1, 2),
+            "measure": round(time.perf_counter() - t2, 2),
+        }
         self.state["current"] = {"model": str(net), "values": values}
         self.state["seeds"].setdefault("proposals", {})[str(i)] = {
             p.group: p.seed for p in proposals
@@ -497,7 +509,7 @@ class Search:
             f"{self.opts.screen_batches} batches, no fine-tuning) for the {k} to fine-tune"
         )
         scored = [
-            replace(p, accuracy=r.accuracy, loss=r.loss)
+            replace(p, accuracy=r.accuracy, loss=r.loss, seconds=r.seconds)
             for p, r in zip(proposals, executor.map(tasks), strict=True)
         ]
         best = sorted(range(len(scored)), key=lambda n: proposal_rank(scored[n], self.primary))
@@ -509,6 +521,7 @@ class Search:
                 "accuracy": round(p.accuracy, 6),
                 "val_loss": p.loss,
                 "kept": n in keep,
+                "seconds": p.seconds,
             }
             for n, p in enumerate(scored)
         ]

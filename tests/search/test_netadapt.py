@@ -110,8 +110,10 @@ def uninterrupted(
 
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     """An iteration record without what legitimately differs between runs (wall time)."""
-    out = {k: v for k, v in record.items() if k != "seconds"}
-    out["proposals"] = [{k: v for k, v in p.items() if k != "seconds"} for p in out["proposals"]]
+    out = {k: v for k, v in record.items() if k not in ("seconds", "phase_seconds")}
+    for rows in ("proposals", "screened"):
+        if rows in out:
+            out[rows] = [{k: v for k, v in p.items() if k != "seconds"} for p in out[rows]]
     return out
 
 
@@ -946,6 +948,13 @@ def test_screening_scores_every_group_and_fine_tunes_the_best(
     ranked = sorted(rows, key=lambda r: (-r["accuracy"], r["val_loss"]))
     assert {r["group"] for r in ranked[:2]} == kept
     assert len({(r["accuracy"], r["val_loss"]) for r in rows}) > 1  # the scores differ
+    # Where the iteration's time went: every screened proposal's own seconds, and the
+    # phases, which account for the iteration's wall time (state and clean-up aside).
+    assert all(r["seconds"] > 0 for r in rows)
+    phases = it["phase_seconds"]
+    assert set(phases) == {"plan", "screen", "fine_tune", "measure"}
+    assert phases["screen"] > 0 and phases["fine_tune"] > 0
+    assert 0.9 * it["seconds"] <= sum(phases.values()) <= it["seconds"] + 0.05  # rounding
     # A screened score is that proposal pruned and re-estimated, unfine-tuned, as a task.
     row = rows[-1]
     task = ProposalTask(
@@ -963,6 +972,7 @@ def test_screening_scores_every_group_and_fine_tunes_the_best(
 
     plain = uninterrupted["iterations"][0]
     assert "screened" not in plain and len(plain["proposals"]) == 2
+    assert plain["phase_seconds"]["screen"] < 0.01 < plain["phase_seconds"]["fine_tune"]
     macs = {c.name: c.macs for c in count_layers(reference[0])}
     share = {g.name: sum(macs.get(n, 0) for n in {*g.producers, *g.consumers}) for g in groups}
     offered = [p["group"] for p in plain["proposals"]]
