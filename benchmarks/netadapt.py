@@ -468,7 +468,18 @@ def _row(
             (it["group"], it["channels_before"], it["channels_after"])
             for it in report["iterations"]
         ],
+        "phases": phase_totals(report["iterations"]),
     }
+
+
+def phase_totals(iterations: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds the search's iterations spent in each phase (planning, screening,
+    fine-tuning, measuring), summed; empty for runs that did not record them."""
+    totals: dict[str, float] = {}
+    for it in iterations:
+        for phase, seconds in (it.get("phase_seconds") or {}).items():
+            totals[phase] = totals.get(phase, 0.0) + float(seconds)
+    return totals
 
 
 def measure_model(
@@ -866,6 +877,14 @@ def results_section(
             if r.get("fresh_ref"):
                 own += "; the reference's fresh p50s: " + ", ".join(
                     f"{v:.3f}" for v in r["fresh_ref"]
+                )
+            if r.get("phases"):
+                own += (
+                    f"; the {len(r['history'])} iterations' {sum(r['phases'].values()) / 60:.1f} min: "
+                    + ", ".join(
+                        f"{phase.replace('_', '-')} {seconds / 60:.1f}"
+                        for phase, seconds in r["phases"].items()
+                    )
                 )
             if (r.get("final") or {}).get("how") == "scratch":
                 own += (

@@ -482,3 +482,18 @@ def test_baseline_from_that_cannot_lend_is_one_line(
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert says in proc.stderr.strip().splitlines()[-1]
     assert not any(tmp_path.glob("**/progress.json"))
+
+
+def test_the_benchmark_sums_where_each_search_spent_its_iterations() -> None:
+    """benchmarks/netadapt.py reports each search's planning, screening, fine-tuning and
+    measuring minutes from the iterations' records; runs from before they were recorded
+    report none."""
+    bench = _netadapt_module()
+    iterations = [
+        {"phase_seconds": {"plan": 2.0, "screen": 30.0, "fine_tune": 90.0, "measure": 8.0}},
+        {"phase_seconds": {"plan": 1.5, "screen": 20.5, "fine_tune": 60.0, "measure": 7.0}},
+    ]
+    totals = bench.phase_totals(iterations)
+    assert totals == {"plan": 3.5, "screen": 50.5, "fine_tune": 150.0, "measure": 15.0}
+    assert list(totals) == ["plan", "screen", "fine_tune", "measure"]  # the search's order
+    assert bench.phase_totals([{"group": "conv1"}, {"group": "conv2"}]) == {}
