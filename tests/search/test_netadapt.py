@@ -1015,7 +1015,7 @@ def test_process_pool_gives_the_serial_result(
 
 
 _POOL_THEN_WAIT = """
-import os, sys, time
+import time
 from edgekit.data import load_dataset
 from edgekit.search import LocalPoolExecutor
 
