@@ -758,7 +758,7 @@ def results_section(
         + ", "
         f"{args.short_steps} batches of fine-tuning each (learning rate {args.learning_rate:g}"
         + (
-            f"; BatchNorm statistics re-estimated on {args.bn_batches} batches before and after"
+            f"; BatchNorm statistics re-estimated on {args.bn_batches} batches after it"
             if args.bn_batches
             else ""
         )

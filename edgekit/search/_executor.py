@@ -46,7 +46,7 @@ class ProposalTask:
         learning_rate: initial learning rate (cosine decay over ``steps``).
         criterion: channel importance, ``l1`` or ``l2``.
         bn_batches: training batches the BatchNormalization statistics are re-estimated on
-            after pruning and again after fine-tuning (0: never); see
+            after fine-tuning, or after pruning when ``steps`` is 0 (0: never); see
             :func:`edgekit.train.recalibrate_batchnorm`.
         trust: the source file may hold code-carrying layers (see ``load_keras_model``).
         save: save the proposal at ``out_path`` (a screened proposal, only scored, is not).
@@ -164,7 +164,11 @@ def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
     recalibrate = functools.partial(
         recalibrate_batchnorm, batches=task.bn_batches, batch_size=task.batch_size, seed=task.seed
     )
-    recalibrate(model, data)  # fine-tune from what the pruned weights can do
+    if task.steps <= 0:
+        recalibrate(model, data)  # the screened score: what the pruned weights can do
+    # Before fine-tuning a re-estimation would change nothing: in training mode every
+    # BatchNormalization layer normalizes with its batch's own statistics, and the one
+    # after the fine-tuning replaces the moving statistics whole.
     history = fine_tune_steps(
         model,
         data,

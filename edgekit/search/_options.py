@@ -71,7 +71,7 @@ class NetAdaptOptions:
         distill_lam: weight of the labels' cross-entropy in the distillation loss.
         criterion: channel importance: ``l1`` (the paper's) or ``l2``.
         bn_batches: training batches each proposal's BatchNormalization statistics are
-            re-estimated on, after pruning and after its short fine-tuning (0: never). Pruning
+            re-estimated on after its short fine-tuning (0: never). Pruning
             leaves later layers' statistics describing the unpruned network, so short-term
             accuracy partly measures how stale they are. Off by default: re-estimating ranks
             proposals by what their weights can do (validation accuracy 0.11 -> 0.98 for one

@@ -324,6 +324,34 @@ def test_a_proposal_is_ranked_with_batchnorm_statistics_of_its_own(
     assert saved == (fresh, fresh_loss)  # the saved proposal holds the re-estimated statistics
 
 
+def test_a_fine_tuned_proposal_is_re_estimated_only_after_its_fine_tuning(
+    trained_tiny: tuple[Any, Path], digits32: Any, tmp_path: Path
+) -> None:
+    """Re-estimating BatchNorm statistics before the fine-tuning as well would change
+    nothing (training-mode BatchNorm normalizes with each batch's own statistics, and the
+    re-estimation after it replaces the moving ones whole), so it is not done: the result
+    is that of pruning, re-estimating, fine-tuning and re-estimating again."""
+    from edgekit.compress import prune_channels
+    from edgekit.search._executor import ProposalTask, fine_tune_steps, run_proposal, val_scores
+    from edgekit.train import recalibrate_batchnorm
+
+    _, path = trained_tiny
+    plan = {"block3_expand": 8, "stem_conv": 8}
+    task = ProposalTask(
+        index=0, model_path=str(path), plan=plan, seed=3, steps=4,
+        out_path=str(tmp_path / "p.keras"), bn_batches=5,
+    )  # fmt: skip
+    result = run_proposal(task, digits32)
+    twice = prune_channels(load_keras_model(path), plan)
+    recalibrate_batchnorm(twice, digits32, 5, seed=3)
+    fine_tune_steps(twice, digits32, 4, seed=3)
+    recalibrate_batchnorm(twice, digits32, 5, seed=3)
+    assert (result.accuracy, result.loss) == val_scores(twice, digits32)
+    saved = load_keras_model(result.out_path)
+    for ours, theirs in zip(saved.get_weights(), twice.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)  # moving statistics included
+
+
 def test_validation_scores_are_the_accuracy_and_the_cross_entropy(
     trained_tiny: tuple[Any, Path], digits32: Any
 ) -> None:
