@@ -10,7 +10,6 @@ executor (nor on the order in which workers finish).
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import os
@@ -161,14 +160,6 @@ def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
 
     t0 = time.perf_counter()
     model = prune_channels(_source_model(task), task.plan, task.criterion)
-    recalibrate = functools.partial(
-        recalibrate_batchnorm, batches=task.bn_batches, batch_size=task.batch_size, seed=task.seed
-    )
-    if task.steps <= 0:
-        recalibrate(model, data)  # the screened score: what the pruned weights can do
-    # Before fine-tuning a re-estimation would change nothing: in training mode every
-    # BatchNormalization layer normalizes with its batch's own statistics, and the one
-    # after the fine-tuning replaces the moving statistics whole.
     history = fine_tune_steps(
         model,
         data,
@@ -177,8 +168,11 @@ def run_proposal(task: ProposalTask, data: Dataset) -> ProposalResult:
         learning_rate=task.learning_rate,
         seed=task.seed,
     )
-    if task.steps > 0:
-        recalibrate(model, data)  # statistics of the fine-tuned weights, not a decaying mix
+    # Statistics of the fine-tuned weights (of the pruned ones, for a screened score with no
+    # steps). Not before the fine-tuning as well: in training mode every BatchNormalization
+    # layer normalizes with its batch's own statistics, and this pass replaces the moving
+    # statistics whole.
+    recalibrate_batchnorm(model, data, task.bn_batches, batch_size=task.batch_size, seed=task.seed)
     accuracy, loss = val_scores(model, data)
     out_path = ""
     if task.save:
