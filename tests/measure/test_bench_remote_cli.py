@@ -6,12 +6,14 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+import edgekit
 from edgekit.cli import main
 
 
@@ -80,3 +82,9 @@ def test_bench_through_agent_matches_local_keys(agent, trained_tiny, tmp_path, c
     assert set(local) <= set(remote)
     assert remote["artifact"]["sha256"] == local["artifact"]["sha256"]
     assert remote["latency_ms"]["p50"] > 0
+    # Measured by the agent (its answer names it), not by this process: a local bench has
+    # no device description.
+    assert "device" not in local
+    assert remote["device"]["agent"] == f"edgekit {edgekit.__version__}"
+    assert remote["device"]["hostname"] == socket.gethostname()
+    assert remote["artifact"]["path"] == str(art.path)
