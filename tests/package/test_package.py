@@ -102,6 +102,22 @@ def test_android_metadata_read_back(android_from_keras, tiny):
     assert result.checks["outputs_identical"] and result.checks["metadata_read_back"]
 
 
+def test_a_trained_model_packaged_from_keras_classifies_as_keras_does(
+    trained_tiny, digits32, tmp_path
+):
+    """The Android package of a trained model, fed as the app would feed it (the image
+    quantized as its metadata says), classifies the held-out images as the Keras model does:
+    the package is the model, converted to int8, not only a file that loads."""
+    model, path = trained_tiny
+    result = package_android(path, tmp_path, data=digits32)
+    packaged = _run(result.path, digits32.x_test).argmax(1)
+    keras_pred = model.predict(digits32.x_test, verbose=0).argmax(1)
+    keras_acc = float(np.mean(keras_pred == digits32.y_test))
+    assert keras_acc > 0.5  # trained: well above chance, so agreement means something
+    assert float(np.mean(packaged == keras_pred)) >= 0.97
+    assert float(np.mean(packaged == digits32.y_test)) >= keras_acc - 0.02
+
+
 def test_android_metadata_is_a_flatbuffer_entry_and_a_zip_from_file_start(android_from_keras):
     """Read the file with the schema and zipfile directly, not through edgekit's reader."""
     from ai_edge_litert import schema_py_generated as fb
