@@ -125,7 +125,18 @@ def test_cli_json_and_png(
     assert result["split"] == "val" and 0.5 < result["baseline"] <= 1.0
     assert [r["name"] for r in result["layers"]][-1] == "logits"
     assert all(len(r["accuracy"]) == 2 for r in result["layers"])
-    assert result["suggested"]["s"] >= 0 and result["suggested"]["max_drop"] == 1.0
+    suggested = result["suggested"]
+    assert suggested["max_drop"] == 1.0
+    # The suggestion follows from the table printed with it: each layer's sparsity is the
+    # largest level up to which every level keeps the accuracy within 1 point, and s is the
+    # median of the layers' own s.
+    for row in result["layers"]:
+        within = [(result["baseline"] - a) * 100 <= 1.0 + 1e-9 for a in row["accuracy"]]
+        kept = next((i for i, ok in enumerate(within) if not ok), len(within))
+        level = result["levels"][kept - 1] if kept else 0.0
+        assert suggested["sparsity"][row["name"]] == level, row
+        assert (suggested["per_layer"][row["name"]] > 0) == (level > 0), row
+    assert suggested["s"] == pytest.approx(float(np.median(list(suggested["per_layer"].values()))))
     assert result["png"] == str(png)
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     assert "logits" in err  # progress on stderr
