@@ -83,14 +83,19 @@ def test_default_deploy_end_to_end(tmp_path):
         assert sum(Path(f).stat().st_size for f in a["files"]) == a["size_bytes"]
         for key in ("p50", "p90", "p99"):
             assert a["latency_ms"][key] > 0
-        assert 0.0 <= a["top1_agreement"] <= 1.0
+        # Every artifact of the default model stays within the default --max-drop (1 point)
+        # of the Keras model on the held-out images; the float ones agree on nearly all.
+        assert a["accuracy"] >= ref - 0.01, (a["format"], a["accuracy"], ref)
+        assert a["check"]["passed"], a["format"]
+        floor = 0.99 if "int8" not in a["format"] and a["format"] != "tflite_dynamic" else 0.97
+        assert a["top1_agreement"] >= floor, (a["format"], a["top1_agreement"])
     int8, fp32 = by_format["tflite_int8"], by_format["tflite_fp32"]
     assert int8["accuracy"] >= ref - 0.01
     assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_error"] < 1e-4
     assert int8["size_bytes"] < fp32["size_bytes"] * 0.5
     assert report["selected"] in by_format
-    eligible = [a for a in report["artifacts"] if a["check"]["passed"]]
-    assert report["selected"] == min(eligible, key=lambda a: a["latency_ms"]["p50"])["format"]
+    fastest = min(report["artifacts"], key=lambda a: a["latency_ms"]["p50"])
+    assert report["selected"] == fastest["format"]
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["versions"]["tensorflow"] == "2.21.0"
     assert manifest["model"]["sha256"] and len(manifest["model"]["sha256"]) == 64
