@@ -1176,10 +1176,10 @@ def test_distill_teaches_the_result_and_every_baseline_width_from_the_reference(
         return float(np.mean(probs.argmax(1) == digits32.y_test))
 
     shifted = dataclasses.replace(digits32, y_train=(digits32.y_train + 1) % 10)
-    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
+    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 1)
     # One iteration of search (the suite's time): the long fine-tuning and the baseline
     # are what is tested.
-    run = {**MACS_RUN, "long_epochs": 2, "baseline": True, "baseline_widths": (0.5,)}
+    run = {**MACS_RUN, "long_epochs": 1, "baseline": True, "baseline_widths": (0.5,)}
     run["max_iterations"] = 1
     out = tmp_path / "taught"
     taught = netadapt(
