@@ -1228,7 +1228,7 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             raise Killed
 
-    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 2)
+    zoo = ZooSpec("mobilenet_v2_tiny", 1.0, 32, 1)
     # One iteration of the uninterrupted run's search (the suite's time): the final
     # training is what is tested, after a search stopped by --max-iterations.
     # No width baseline (the suite's time): baseline_epochs() sets both (tested above).
@@ -1251,12 +1251,12 @@ def test_final_scratch_trains_the_searched_architecture_from_fresh_weights(
     assert _channels(result) == _channels(searched) != _channels(reference[0])
     assert [layer.name for layer in result.layers] == [layer.name for layer in searched.layers]
     training = report["result"]["training"]
-    # The reference's 2 epochs, the short fine-tunings' batches (rounded up to an epoch)
+    # The reference's 1 epoch, the short fine-tunings' batches (rounded up to an epoch)
     # and the 1 long epoch a fine-tuned result would have had.
     short = math.ceil(len(report["iterations"]) * 2 / math.ceil(len(digits32.x_train) / 32))
-    epochs = 2 + short + 1
+    epochs = 1 + short + 1
     assert training["how"] == "scratch" and training["distilled"] is False
-    assert training["epochs"] == epochs == 4
+    assert training["epochs"] == epochs == 3
     assert training["seconds"] > 0
     assert {k: v for k, v in uninterrupted["result"]["training"].items() if k != "seconds"} == {
         "how": "fine-tune", "epochs": 0, "seed": None, "distilled": False,
