@@ -331,8 +331,7 @@ def test_a_fine_tuned_proposal_is_re_estimated_only_after_its_fine_tuning(
     nothing (training-mode BatchNorm normalizes with each batch's own statistics, and the
     re-estimation after it replaces the moving ones whole), so it is not done: the result
     is that of pruning, re-estimating, fine-tuning and re-estimating again."""
-    from edgekit.compress import prune_channels
-    from edgekit.search._executor import ProposalTask, fine_tune_steps, run_proposal, val_scores
+    from edgekit.search._executor import ProposalTask, run_proposal, val_scores
     from edgekit.train import recalibrate_batchnorm
 
     _, path = trained_tiny
