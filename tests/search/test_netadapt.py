@@ -351,6 +351,40 @@ def test_a_fine_tuned_proposal_is_re_estimated_only_after_its_fine_tuning(
         np.testing.assert_array_equal(ours, theirs)  # moving statistics included
 
 
+def test_a_traced_fine_tuning_trains_as_the_eager_one_and_only_large_work_is_traced(
+    trained_tiny: tuple[Any, Path], digits32: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same steps, seed and network give the same weights whether the step runs eagerly
+    or traced (up to float rounding: a graph may fuse ops); which one runs follows the work."""
+    from edgekit.search import _executor
+
+    _, path = trained_tiny
+    plan = {"block3_expand": 8}
+    runs = {}
+    for name, threshold in (("eager", float("inf")), ("traced", 0.0)):
+        monkeypatch.setattr(_executor, "TRACE_MIN_MACS", threshold)
+        model = prune_channels(load_keras_model(path), plan)
+        assert _executor._traced(model, 3, 32) is (name == "traced")
+        runs[name] = (fine_tune_steps(model, digits32, 3, seed=5)["loss"][0], model)
+    (eager_loss, eager), (traced_loss, traced) = runs["eager"], runs["traced"]
+    untouched = prune_channels(load_keras_model(path), plan)
+    moved = 0.0
+    for ours, theirs, before in zip(
+        traced.get_weights(), eager.get_weights(), untouched.get_weights(), strict=True
+    ):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-5)
+        moved = max(moved, float(np.max(np.abs(theirs - before))))
+    assert moved > 1e-4  # both trained (three Adam steps at 1e-3 move weights by ~1e-3)
+    assert traced_loss == pytest.approx(eager_loss, rel=1e-4)
+    monkeypatch.undo()
+    # The defaults: a tiny network's few steps run eagerly; more than EAGER_STEPS are traced,
+    # and so are a few steps of a network as large as the benchmark's (MobileNet v2, 176 px).
+    tiny = load_keras_model(path)
+    assert not _executor._traced(tiny, 15, 32) and _executor._traced(tiny, 21, 32)
+    big = create("mobilenet_v2", input_shape=(176, 176, 3), classes=10)
+    assert _executor._traced(big, 8, 32) and not _executor._traced(big, 1, 32)
+
+
 def test_validation_scores_are_the_accuracy_and_the_cross_entropy(
     trained_tiny: tuple[Any, Path], digits32: Any
 ) -> None:
