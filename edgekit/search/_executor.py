@@ -80,11 +80,10 @@ class ProposalResult:
 # A short fine-tuning's training step is traced into a graph (``tf.function``) when it runs
 # more than EAGER_STEPS batches, or when its work (batches x images per batch x MACs of one
 # image) reaches TRACE_MIN_MACS; otherwise it runs eagerly. Tracing costs seconds whatever the
-# batch; a traced step then runs faster by what TensorFlow's graph optimizations save (fused
-# ops, independent ops run in parallel). MobileNet v2 at 176 px (177 M MACs), 32 images per
-# step, 2-core EPYC, one process: tracing about 6 s, then 0.8 s per step against 1.8 s
-# eagerly; in a pool of two workers four 15-step proposals took 85-96 s traced against
-# 93-124 s eagerly. A tiny network at 32 px never earns the tracing back in a few steps.
+# batch; a traced step then runs faster by what TensorFlow's graph optimizations save. Measured
+# side by side in benchmarks/finetune_step.py (section finetune_step of RESULTS.md): a whole
+# 15-batch fine-tuning of MobileNet v2 at 176 px took 0.90 of the eager time, tracing
+# included; the tests' tiny searches run 1-4 batches, where tracing costs more than it saves.
 EAGER_STEPS = 20
 TRACE_MIN_MACS = 40e9
 
