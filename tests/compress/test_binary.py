@@ -331,8 +331,12 @@ def test_deploy_converts_a_binary_model_through_its_exact_twin(
     for fmt in ("tflite_fp32", "onnx_fp32"):
         assert by_format[fmt]["top1_agreement"] >= 0.99 and by_format[fmt]["max_abs_error"] < 1e-4
     # int8 quantizes the twin's activations too. This binary network, trained one epoch
-    # (0.45 on the test images), has nearly flat outputs, so int8 changes the top class of
-    # many images (measured: 0.53 agreement) but not how many it gets right (0.28 points).
+    # (about 0.45 on the test images), has nearly flat outputs, so int8 changes the top
+    # class of about half the images (measured 0.53 agreement on an AVX-512 and on an AVX2
+    # host) and moves the accuracy by chance (0.3 points lower on the first, 5.3 higher on
+    # the second). A broken int8 graph would agree with the twin, and score, about as often
+    # as chance (0.1); the bounds keep well away from that and from both hosts' readings.
     int8 = by_format["tflite_int8"]
     said = (int8["top1_agreement"], int8["accuracy_drop_points"], int8["accuracy"])
-    assert abs(int8["accuracy_drop_points"]) <= 3.0 and int8["accuracy"] > 0.3, said
+    assert int8["top1_agreement"] >= 0.4 and int8["accuracy"] > 0.3, said
+    assert abs(int8["accuracy_drop_points"]) <= 10.0, said
